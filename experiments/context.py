@@ -1,0 +1,65 @@
+"""Check a decision's context against the features an experiment declares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .spec import FeatureSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ContextProblem:
+    field: str
+    message: str
+
+
+class ContextError(ValueError):
+    """A context that does not fit the declared features; names every offending feature."""
+
+    def __init__(self, problems: Sequence[ContextProblem]):
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in self.problems))
+
+
+def check_context(features: Sequence[FeatureSpec], context: Mapping[str, Any] | None) -> list[ContextProblem]:
+    """Problems with `context` (empty when it fits); extra keys are allowed and kept."""
+    context = context or {}
+    problems = []
+    for feature in features:
+        if feature.source != "context":
+            continue
+        value = context.get(feature.name)
+        where = f"context.{feature.name}"
+        if value is None:
+            if feature.required:
+                problems.append(ContextProblem(where, f"required {feature.type} feature is missing"))
+            continue
+        if feature.type == "numeric":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                problems.append(ContextProblem(where, f"expected a finite number, got {type(value).__name__}"))
+        elif not isinstance(value, (str, int)) or isinstance(value, bool):
+            problems.append(ContextProblem(where, f"expected a category (string or integer), got {type(value).__name__}"))
+        elif isinstance(value, str) and len(value) > 200:
+            problems.append(ContextProblem(where, "category longer than 200 characters"))
+    return problems
+
+
+def validated_context(features: Sequence[FeatureSpec], context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The context as a plain dict, or ContextError naming the features that do not fit."""
+    problems = check_context(features, context)
+    if problems:
+        raise ContextError(problems)
+    return dict(context or {})
+
+
+def covariate_value(context: Mapping[str, Any] | None, name: str | None) -> float | None:
+    """The CUPED covariate from the context, when the experiment names one and it is a finite number."""
+    if not name or not context:
+        return None
+    value = context.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)

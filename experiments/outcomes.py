@@ -1,0 +1,123 @@
+"""Outcome events: parse one raw event, and attribute it to the decision it belongs to.
+
+Counting: a rate counts a decision once however many events of that type it had
+(unique per decision: three opens are one opened decision); sums count every
+event (two conversions of 10 and 20 are 30 revenue). Revenue is the sum of the
+values of conversion events; values on other types are stored but not summed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+# Channel systems' clocks drift; an event stamped this much before its decision still belongs to it.
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_ID_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    event_id: str
+    type: str
+    occurred_at: datetime
+    assignment_id: str | None = None
+    experiment: str | None = None
+    subject_id: str | None = None
+    value: float | None = None
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRef:
+    assignment_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    assignment_id: str | None
+    reason: str | None  # why it is unattributed, when it is
+
+
+def _text(raw: Mapping[str, Any], name: str, limit: int = MAX_ID_LENGTH, required: bool = False) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise ValueError(f"{name} is required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string")
+    if len(value) > limit:
+        raise ValueError(f"{name} is longer than {limit} characters")
+    return value
+
+
+def parse_timestamp(value: Any, name: str = "occurred_at") -> datetime:
+    """ISO 8601 with an offset or Z; a time without a zone is ambiguous and refused."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be an ISO 8601 string with a time zone")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} is not ISO 8601: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{name} needs a time zone offset (e.g. Z or +01:00)")
+    return parsed.astimezone(timezone.utc)
+
+
+_FIELDS = frozenset({"event_id", "type", "assignment_id", "experiment", "subject_id", "value", "occurred_at",
+                     "channel"})
+
+
+def parse_event(raw: Any) -> IncomingEvent:
+    """One event from its JSON form; ValueError with the reason when it is not acceptable."""
+    if not isinstance(raw, Mapping):
+        raise ValueError("an event must be a JSON object")
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}")
+    event_id = _text(raw, "event_id", required=True)
+    event_type = _text(raw, "type", limit=64, required=True)
+    occurred_at = parse_timestamp(raw.get("occurred_at"))
+    assignment_id = _text(raw, "assignment_id", limit=64)
+    experiment = _text(raw, "experiment", limit=64)
+    subject_id = _text(raw, "subject_id")
+    channel = _text(raw, "channel", limit=64)
+    value = raw.get("value")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError("value must be a finite number")
+        value = float(value)
+    if assignment_id is None and (experiment is None or subject_id is None):
+        raise ValueError("an event needs assignment_id, or experiment and subject_id")
+    assert event_id is not None and event_type is not None
+    return IncomingEvent(event_id=event_id, type=event_type, occurred_at=occurred_at, assignment_id=assignment_id,
+                         experiment=experiment, subject_id=subject_id, value=value, channel=channel)
+
+
+def attribute_to_decision(decision: DecisionRef | None, occurred_at: datetime, window: timedelta) -> Attribution:
+    """An event that names its decision belongs to it only inside the attribution window."""
+    if decision is None:
+        return Attribution(None, "unknown_assignment")
+    if occurred_at < decision.created_at - CLOCK_SKEW:
+        return Attribution(None, "before_decision")
+    if occurred_at > decision.created_at + window:
+        return Attribution(None, "outside_attribution_window")
+    return Attribution(decision.assignment_id, None)
+
+
+def attribute_to_subject(decisions: Sequence[DecisionRef], occurred_at: datetime, window: timedelta) -> Attribution:
+    """The subject's latest decision made before the event whose window still covers it."""
+    if not decisions:
+        return Attribution(None, "no_decision_for_subject")
+    before = [d for d in decisions if d.created_at - CLOCK_SKEW <= occurred_at]
+    if not before:
+        return Attribution(None, "before_decision")
+    latest = max(before, key=lambda d: (d.created_at, d.assignment_id))
+    if occurred_at > latest.created_at + window:
+        return Attribution(None, "outside_attribution_window")
+    return Attribution(latest.assignment_id, None)

@@ -1,0 +1,118 @@
+"""What the service's SQL hands the report builder: per-arm (and per-day) sufficient statistics."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from experiments.spec import METRICS
+from reports.stats import MeanStats
+
+if TYPE_CHECKING:
+    from reports.bandit import IpwArmStats, PeriodArmStats
+    from reports.cuped import CovariateStats
+
+MetricKind = Literal["rate", "mean"]
+
+# Rates whose success count is not ``reached[<event>]`` over ``decisions``.
+CLICK_TO_OPEN = "click_to_open_rate"
+# Rates where a rise is bad news: Bayesian "chance to beat control" counts a fall as a win.
+LOWER_IS_BETTER = frozenset({"unsubscribe_rate"})
+_MEAN_METRICS = frozenset({"revenue_per_decision", "revenue_per_converter", "ltv_adjusted_value"})
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSummary:
+    """One arm's totals over the report window."""
+
+    arm: str
+    is_control: bool
+    expected_share: float  # configured share of traffic (fixed split) or mean logged propensity (bandit)
+    decisions: int  # decisions (exposures) of this arm
+    subjects: int  # distinct subjects
+    reached: Mapping[str, int]  # event type -> decisions with at least one such event
+    event_counts: Mapping[str, int]  # event type -> all events of that type
+    revenue: MeanStats  # revenue per decision (n == decisions)
+    converter_revenue: MeanStats  # revenue over decisions that converted (n == reached['conversion'])
+    ltv_value: MeanStats | None = None  # LTV-adjusted value per decision, when computed
+    ltv_components: Mapping[str, float] | None = None  # per-decision means, e.g. {"unsubscribe_loss": ...}
+    covariate: CovariateStats | None = None  # CUPED inputs for the decision metric
+
+
+@dataclass(frozen=True, slots=True)
+class DailyArmSummary:
+    """One arm's totals for one day (not cumulative)."""
+
+    day: datetime.date
+    arm: str
+    decisions: int
+    reached: Mapping[str, int]
+    revenue: MeanStats
+
+
+@dataclass(frozen=True, slots=True)
+class BanditInput:
+    """What a bandit-allocated experiment needs beyond the per-arm totals."""
+
+    periods: Sequence[PeriodArmStats]  # reward per (period, arm) for the decision metric
+    ipw: Sequence[IpwArmStats]
+    n_total: int
+    holdout: MeanStats | None  # reward of holdout (uniform random) decisions
+    policy: MeanStats | None  # reward of decisions the bandit allocated
+
+
+@dataclass(frozen=True, slots=True)
+class ReportInput:
+    """Everything one A/B report is built from.
+
+    ``metrics`` names built-in metrics (``experiments.spec.METRICS``) and ``<event>_rate`` for
+    custom event types; the service adds the custom ones it knows from the experiment spec.
+    """
+
+    experiment: str
+    allocation_type: Literal["fixed", "bandit"]
+    arms: Sequence[ArmSummary]
+    daily: Sequence[DailyArmSummary] = ()
+    metrics: Sequence[str] = METRICS
+    decision_metric: str = "conversion_rate"
+    confidence: float = 0.95
+    sequential_tuning_n: float = 10_000
+    bandit: BanditInput | None = None
+    unattributed_events: Mapping[str, int] = field(default_factory=dict)  # reason -> count
+    suppressed: Mapping[str, int] = field(default_factory=dict)  # reason -> requests that got no offer
+    generated_at: datetime.datetime | None = None
+
+
+def metric_kind(metric: str) -> MetricKind:
+    """Say whether a metric name is a rate or a mean; raise ValueError for an unknown name."""
+    if metric in _MEAN_METRICS:
+        return "mean"
+    if metric.endswith("_rate") and len(metric) > len("_rate"):
+        return "rate"
+    raise ValueError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)} or '<event>_rate'")
+
+
+def rate_stats(metric: str, decisions: int, reached: Mapping[str, int]) -> MeanStats:
+    """Return a rate metric's successes over its denominator as 0/1 sufficient statistics.
+
+    Click-to-open is decisions with a click over decisions with an open. Only the two counts are
+    known, not their overlap, so clicks are capped at opens: clicks without a recorded open
+    (images blocked) would otherwise push the rate above 1.
+    """
+    if metric == CLICK_TO_OPEN:
+        opens = reached.get("open", 0)
+        return MeanStats.proportion(opens, min(reached.get("click", 0), opens))
+    return MeanStats.proportion(decisions, reached.get(metric.removesuffix("_rate"), 0))
+
+
+def arm_metric_stats(arm: ArmSummary, metric: str) -> MeanStats | None:
+    """Return the sufficient statistics of one metric for one arm (None when not computed)."""
+    if metric_kind(metric) == "rate":
+        return rate_stats(metric, arm.decisions, arm.reached)
+    if metric == "revenue_per_decision":
+        return arm.revenue
+    if metric == "revenue_per_converter":
+        return arm.converter_revenue
+    return arm.ltv_value

@@ -1,0 +1,63 @@
+"""Decisions: one subject, or a whole send list in one call."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+
+from .. import db
+from .. import decisions as core
+from ..app import BEARER
+from ..errors import ApiError
+from ..runtime import RuntimeCache
+from ..schemas import AssignRequest, AssignResponse, BatchAssignRequest, BatchAssignResponse
+from .scoping import requires
+
+api = APIBlueprint("decisions", __name__, url_prefix="/v1", abp_tags=[Tag(name="decisions")], abp_security=BEARER)
+
+
+def runtime_cache() -> RuntimeCache:
+    cache = current_app.extensions.get("nextbest.runtime")
+    if cache is None:
+        cache = RuntimeCache(float(current_app.config["NEXTBEST_POLICY_REFRESH_SECONDS"]))
+        current_app.extensions["nextbest.runtime"] = cache
+    return cache
+
+
+@api.post("/assign", responses={200: AssignResponse})
+@requires("decisions", "channel")
+def assign(body: AssignRequest) -> Response:
+    """Decide one subject's arm; the decision is stored before the answer is sent."""
+    session = db.session()
+    runtime = runtime_cache().get(session, body.experiment)
+    requests = [core.Request(body.subject_id, body.context, body.channel)]
+    suppressed = contact_verdicts(session, runtime, requests)
+    (outcome,) = core.decide(runtime, requests, suppressed)
+    core.store(session, [outcome])
+    session.commit()
+    return jsonify(core.to_json(runtime, outcome))
+
+
+@api.post("/assign/batch", responses={200: BatchAssignResponse})
+@requires("decisions", "channel")
+def assign_batch(body: BatchAssignRequest) -> Response:
+    """Decide a whole send list; stored with one bulk write, answered in the same order."""
+    limit = int(current_app.config["NEXTBEST_MAX_BATCH_SUBJECTS"])
+    if len(body.subjects) > limit:
+        raise ApiError(413, f"a batch may hold at most {limit} subjects, got {len(body.subjects)}")
+    session = db.session()
+    runtime = runtime_cache().get(session, body.experiment)
+    requests = [core.Request(s.subject_id, s.context, body.channel) for s in body.subjects]
+    suppressed = contact_verdicts(session, runtime, requests)
+    outcomes = core.decide(runtime, requests, suppressed)
+    core.store(session, outcomes)
+    session.commit()
+    return jsonify(experiment=runtime.key, assignments=[core.to_json(runtime, o) for o in outcomes],
+                   suppressed=sum(1 for o in outcomes if o.no_offer))
+
+
+def contact_verdicts(session, runtime, requests):  # type: ignore[no-untyped-def]
+    """Contact-policy refusals by request index (none until a contact policy applies)."""
+    from ..contact import verdicts
+
+    return verdicts(session, runtime, requests)

@@ -1,0 +1,34 @@
+"""Outcomes: a batch of events, each accepted, duplicate or rejected with its reason."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+
+from .. import db
+from ..app import BEARER
+from ..errors import ApiError
+from ..ingest import ingest
+from ..schemas import EventBatchIn, EventBatchOut
+from .scoping import requires
+
+api = APIBlueprint("events", __name__, url_prefix="/v1", abp_tags=[Tag(name="events")], abp_security=BEARER)
+
+
+@api.post("/events", responses={200: EventBatchOut})
+@requires("events", "channel")
+def send_events(body: EventBatchIn) -> Response:
+    """Record outcomes exactly once; only a malformed envelope fails the whole batch."""
+    limit = int(current_app.config["NEXTBEST_MAX_EVENTS_PER_BATCH"])
+    if len(body.events) > limit:
+        raise ApiError(413, f"a batch may hold at most {limit} events, got {len(body.events)}")
+    session = db.session()
+    result = ingest(session, body.events)
+    session.commit()
+    after_ingest(result)
+    return jsonify(result.as_json())
+
+
+def after_ingest(result) -> None:  # type: ignore[no-untyped-def]
+    """Hook for what follows committed events (suppressions, metrics)."""
+    return None

@@ -1,0 +1,45 @@
+"""History import: decisions and outcomes delivered elsewhere, as CSV or JSON lines."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify, request
+from flask_openapi3 import APIBlueprint, Tag
+
+from .. import db
+from ..app import BEARER
+from ..auth import current_caller
+from ..errors import ApiError
+from ..history import import_file
+from ..schemas import ExperimentPath, ImportQuery, ImportResult
+from .scoping import requires
+
+api = APIBlueprint("imports", __name__, url_prefix="/v1", abp_tags=[Tag(name="experiments")], abp_security=BEARER)
+
+_FORMATS = {"text/csv": "csv", "application/csv": "csv", "application/x-ndjson": "ndjson",
+            "application/jsonl": "ndjson", "application/x-jsonlines": "ndjson"}
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@api.post("/experiments/<key>/import", responses={200: ImportResult}, openapi_extensions=_BODY_DOC)
+@requires("imports", "analyst")
+def import_history(path: ExperimentPath, query: ImportQuery) -> Response:
+    """Import logged decisions (one row each) with their outcomes; rejected rows are listed by line."""
+    fmt = _FORMATS.get(request.mimetype)
+    if fmt is None:
+        raise ApiError(415, f"send text/csv or application/x-ndjson, got {request.mimetype or 'no content type'!r}")
+    data = request.get_data(cache=False)
+    if not data.strip():
+        raise ApiError(422, "the body is empty")
+    session = db.session()
+    result = import_file(session, path.key, data, fmt, query.columns,
+                         max_rows=int(current_app.config["NEXTBEST_MAX_IMPORT_ROWS"]), actor=current_caller().name)
+    session.commit()
+    return jsonify(result)

@@ -1,0 +1,178 @@
+"""Application factory: config, database, auth, error shape, blueprints, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import uuid
+from typing import Any
+
+from flask import Request, Response, g, jsonify, redirect, request
+from flask.json.provider import DefaultJSONProvider
+from flask_openapi3 import Info, OpenAPI
+from pydantic import ValidationError
+
+from . import config as config_module
+from . import db as db_module
+from . import errors
+from .auth import check_request
+
+log = logging.getLogger("nextbest")
+
+BEARER = [{"bearer": []}]
+_MAX_JSON_DEPTH = 32
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class ApiRequest(Request):
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        detail = f": {e}" if e is not None else ""
+        raise errors.ApiError(400, f"the body is not valid JSON{detail}", code="malformed_json")
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Standard JSON only: NaN and Infinity are refused on input and never produced."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        kwargs.setdefault("parse_constant", _reject_constant)
+        return json.loads(s, **kwargs)
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
+
+
+def _depth(value: Any, limit: int) -> int:
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > limit:
+            return depth
+        nxt: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        level = nxt
+    return depth - 1
+
+
+def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
+    """Build the service. `config` overrides environment variables (tests pass DATABASE_URL here)."""
+    settings = config_module.load(config)
+    app = OpenAPI(
+        __name__,
+        info=Info(title="nextbest", version="1.0.0", description="Experiments and bandits for next-best-offer"),
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
+        doc_prefix="/docs",
+        doc_url="/openapi.json",
+        validation_error_status=422,
+        validation_error_model=errors.ErrorResponse,
+        validation_error_callback=errors.validation_error_response,
+    )
+    app.json = StrictJSONProvider(app)
+    app.request_class = ApiRequest
+    app.config.update(settings)
+    app.config["MAX_CONTENT_LENGTH"] = int(settings["NEXTBEST_MAX_BODY_BYTES"])
+    app.config["SECRET_KEY"] = settings["NEXTBEST_SECRET_KEY"] or secrets.token_hex(32)
+    app.config.setdefault("ENDPOINT_SCOPES", {})
+
+    db_module.init_app(app)
+    errors.register(app)
+    _register_request_hooks(app)
+    _register_blueprints(app)
+    _register_openapi_routes(app)
+    return app
+
+
+_UNGUARDED = {"health.healthz", "health.readyz", "openapi_json", "docs", "openapi.doc_url", "openapi.openapi",
+              "static"}
+
+
+def _migrated(app: OpenAPI) -> bool:
+    """True once the database has been seen at the head revision (then never asked again)."""
+    if app.extensions.get("nextbest.migrated"):
+        return True
+    database = db_module.get_db(app)
+    try:
+        ok = database.current_revision() == db_module.head_revision()
+    except Exception:
+        return True  # unreachable database: let the request fail with 503 on its own
+    app.extensions["nextbest.migrated"] = ok
+    return ok
+
+
+def _register_request_hooks(app: OpenAPI) -> None:
+    scopes: dict[str, str] = app.config["ENDPOINT_SCOPES"]
+
+    @app.before_request
+    def _before() -> Response | None:
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        if not _migrated(app) and request.endpoint not in _UNGUARDED:
+            raise errors.ApiError(
+                503, "the database is not at the latest migration; run `nextbest db upgrade`",
+                code="database_not_migrated", headers={"Retry-After": "30"},
+            )
+        required = scopes.get(request.endpoint or "")
+        if required is not None:
+            check_request(db_module.session(), required)
+        if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.content_length != 0:
+            body = request.get_json(silent=False)  # malformed JSON -> 400 in the error shape
+            if _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
+                raise errors.ApiError(400, f"JSON nested deeper than {_MAX_JSON_DEPTH} levels")
+        return None
+
+    @app.after_request
+    def _after(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+
+def _register_blueprints(app: OpenAPI) -> None:
+    from .api import decisions, events, experiments, health, imports, reports
+
+    for module in (health, experiments, decisions, events, imports, reports):
+        app.register_api(module.api)
+    for endpoint, scope in _declared_scopes().items():
+        app.config["ENDPOINT_SCOPES"][endpoint] = scope
+
+
+def _declared_scopes() -> dict[str, str]:
+    from .api import scoping
+
+    return dict(scoping.DECLARED)
+
+
+def _register_openapi_routes(app: OpenAPI) -> None:
+    @app.get("/openapi.json", doc_ui=False)
+    def openapi_json() -> Response:
+        return jsonify(openapi_document(app))
+
+    @app.get("/docs", doc_ui=False)
+    def docs() -> Response:
+        return redirect("/docs/swagger", code=302)
+
+
+def openapi_document(app: OpenAPI) -> dict[str, Any]:
+    """The generated OpenAPI document, with the validation-error response in our error shape."""
+    cached = app.extensions.get("nextbest.openapi")
+    if cached is not None:
+        return cached
+    document = json.loads(json.dumps(app.api_doc))
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            for status, text in (("422", "invalid input"),):
+                responses[status] = {"description": text, "content": {"application/json": {"schema": ref}}}
+            if operation.get("security"):
+                for status, text in (("401", "missing or invalid key"), ("403", "wrong scope")):
+                    responses.setdefault(status, {"description": text, "content": {"application/json": {"schema": ref}}})
+    app.extensions["nextbest.openapi"] = document
+    return document

@@ -1,0 +1,104 @@
+"""API keys: `nb_<prefix>_<secret>`, stored as a SHA-256 hash, compared in constant time.
+
+The prefix is a public lookup id; the secret has 256 bits of entropy, so a fast
+hash is enough (no password stretching needed) and nothing stored reveals it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from flask import g, request
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .clock import utcnow
+from .errors import ApiError
+from .models import ApiKey
+
+Scope = Literal["channel", "analyst", "admin"]
+SCOPES: tuple[Scope, ...] = ("channel", "analyst", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: int
+    name: str
+    scope: str
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(session: Session, name: str, scope: str) -> tuple[ApiKey, str]:
+    """Create a key; the full secret is returned once and never stored."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    if not name.strip():
+        raise ValueError("a key needs a name")
+    prefix = secrets.token_hex(6)
+    token = f"nb_{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(name=name.strip(), scope=scope, prefix=prefix, secret_hash=hash_secret(token), created_at=utcnow())
+    session.add(key)
+    session.flush()
+    return key, token
+
+
+def revoke_key(session: Session, ident: str) -> int:
+    """Revoke by id, prefix or name; returns how many keys were revoked."""
+    clause = ApiKey.prefix == ident
+    if ident.isdigit():
+        clause = clause | (ApiKey.id == int(ident))
+    clause = clause | (ApiKey.name == ident)
+    result = session.execute(
+        update(ApiKey).where(clause, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    return result.rowcount or 0
+
+
+def authenticate(session: Session, token: str) -> Caller | None:
+    """The caller for a presented token, or None; one indexed lookup, no caching, so revocation is immediate."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "nb" or not parts[1] or len(parts[1]) > 32:
+        return None
+    row = session.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.scope, ApiKey.secret_hash, ApiKey.revoked_at).where(
+            ApiKey.prefix == parts[1]
+        )
+    ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(row.secret_hash, hash_secret(token)):
+        return None
+    return Caller(key_id=row.id, name=row.name, scope=row.scope)
+
+
+def allows(caller_scope: str, required: str) -> bool:
+    """Admin may do everything; otherwise the scope must match (analyst may also act as channel on reads)."""
+    return caller_scope == "admin" or caller_scope == required or (
+        required == "channel_or_analyst" and caller_scope in ("channel", "analyst")
+    )
+
+
+def check_request(session: Session, required: str) -> Caller:
+    """Authenticate the current request and enforce `required`; raise 401/403 in the one error shape."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing bearer key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
+    caller = authenticate(session, token.strip())
+    if caller is None:
+        raise ApiError(401, "invalid or revoked key", headers={"WWW-Authenticate": "Bearer"})
+    if not allows(caller.scope, required):
+        raise ApiError(403, f"this endpoint needs scope {required!r}; the key has {caller.scope!r}")
+    g.caller = caller
+    return caller
+
+
+def current_caller() -> Caller:
+    return g.caller

@@ -1,0 +1,150 @@
+"""The `nextbest` command line: serve, migrate, keys, import, report, jobs, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import config as config_module
+from . import db as db_module
+
+
+def _database() -> db_module.Database:
+    return db_module.Database(config_module.load()["DATABASE_URL"])
+
+
+def _require_migrated(database: db_module.Database) -> None:
+    if database.current_revision() != db_module.head_revision():
+        raise click.ClickException("the database is not at the latest migration; run `nextbest db upgrade` first")
+
+
+@click.group()
+def main() -> None:
+    """nextbest: experiments and bandits for next-best-offer marketing."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="gunicorn worker processes")
+@click.option("--threads", default=4, show_default=True, type=int, help="threads per worker")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the API under gunicorn."""
+    database = _database()
+    _require_migrated(database)
+    database.dispose()
+    from .wsgi_server import run
+
+    run(host=host, port=port, workers=workers, threads=threads)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations (the only way the schema changes)."""
+    url = config_module.load()["DATABASE_URL"]
+    db_module.upgrade(url, revision)
+    click.echo(f"database at revision {db_module.Database(url).current_revision()}")
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--scope", type=click.Choice(["channel", "analyst", "admin"]), required=True)
+@click.option("--name", required=True)
+def keys_create(scope: str, name: str) -> None:
+    """Create a key; its secret is printed once, on the last line."""
+    from .auth import create_key
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        key, token = create_key(session, name, scope)
+        click.echo(f"created {scope} key {key.name!r} (id {key.id}, prefix {key.prefix}); store the secret now:")
+    click.echo(token)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    from sqlalchemy import select
+
+    from .models import ApiKey
+
+    database = _database()
+    with database.session() as session:
+        for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+            click.echo(f"{key.id}\t{key.prefix}\t{key.scope}\t{key.name}\t{state}")
+
+
+@keys.command("revoke")
+@click.argument("ident")
+def keys_revoke(ident: str) -> None:
+    """Revoke a key by id, prefix or name; takes effect at once on every worker."""
+    from .auth import revoke_key
+
+    database = _database()
+    with database.session() as session:
+        count = revoke_key(session, ident)
+    if not count:
+        raise click.ClickException(f"no active key matches {ident!r}")
+    click.echo(f"revoked {count} key(s)")
+
+
+@main.command("import")
+@click.argument("experiment")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default=None,
+              help="default: from the file extension")
+@click.option("--columns", default=None, help="rename source columns, e.g. segment:arm,visit:click,spend:revenue")
+def import_history(experiment: str, file: Path, fmt: str | None, columns: str | None) -> None:
+    """Import logged decisions and their outcomes from CSV or JSON lines."""
+    from .history import import_file
+
+    database = _database()
+    _require_migrated(database)
+    fmt = fmt or ("ndjson" if file.suffix in (".ndjson", ".jsonl") else "csv")
+    with database.session() as session:
+        result = import_file(session, experiment, file.read_bytes(), fmt, columns)
+    click.echo(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.argument("experiment")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+def report(experiment: str, fmt: str) -> None:
+    """Print an experiment's report."""
+    from reports import build_report, report_to_csv, report_to_dict
+
+    from .report_queries import report_input
+    from .store import experiments as store
+
+    database = _database()
+    with database.session() as session:
+        row = store.get(session, experiment)
+        built = build_report(report_input(session, row, store.spec_of(row)))
+    if fmt == "csv":
+        click.echo(report_to_csv(built), nl=False)
+    else:
+        click.echo(json.dumps(report_to_dict(built), indent=2))
+
+
+def run() -> Any:  # pragma: no cover - console entry point
+    return main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

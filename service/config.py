@@ -1,0 +1,45 @@
+"""Configuration from environment variables: DATABASE_URL and NEXTBEST_*."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    # Embedded default, so a fresh machine needs nothing installed.
+    "DATABASE_URL": f"sqlite:///{Path.cwd() / 'nextbest.sqlite3'}",
+    "NEXTBEST_MAX_BODY_BYTES": 64 * 1024 * 1024,
+    "NEXTBEST_MAX_BATCH_SUBJECTS": 200_000,
+    "NEXTBEST_MAX_EVENTS_PER_BATCH": 10_000,
+    "NEXTBEST_MAX_IMPORT_ROWS": 2_000_000,
+    "NEXTBEST_POLICY_REFRESH_SECONDS": 5.0,
+    "NEXTBEST_JOBS": "off",  # "on": run refit and promotion jobs inside the service
+    "NEXTBEST_JOB_INTERVAL_SECONDS": 60.0,
+    "NEXTBEST_DB_POOL_SIZE": 5,
+    "NEXTBEST_DB_STATEMENT_TIMEOUT_MS": 30_000,
+    "NEXTBEST_SECRET_KEY": None,  # signs dashboard sessions; random per process when unset
+    "NEXTBEST_LOG_LEVEL": "INFO",
+}
+
+_NUMERIC = {k for k, v in DEFAULTS.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then the environment, then explicit overrides (tests)."""
+    config = dict(DEFAULTS)
+    for key in DEFAULTS:
+        if key in os.environ:
+            raw = os.environ[key]
+            config[key] = type(DEFAULTS[key])(raw) if key in _NUMERIC else raw
+    config.update(overrides or {})
+    config["DATABASE_URL"] = normalise_database_url(str(config["DATABASE_URL"]))
+    return config
+
+
+def normalise_database_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain postgresql:// URLs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url

@@ -1,0 +1,164 @@
+"""The decision path: choose an arm per subject, log it with its propensity, answer.
+
+What a channel gets in each experiment state (it can always render something):
+
+- running: a logged decision (assignment_id, arm, payload, propensity).
+- running with a promoted winner: the winner (less the holdback, which stays on
+  control), still logged so the holdback keeps measuring.
+- draft or paused: the control arm, not logged (assignment_id null,
+  reason "experiment_draft" / "experiment_paused").
+- concluded: the winner, or control when concluded without one, not logged
+  (reason "experiment_concluded").
+- suppressed by the contact policy: no offer (arm null, no_offer true) with the
+  reason and retry_after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from experiments.bucketing import in_holdout, uniform_arm, unit_position
+from experiments.context import ContextError, covariate_value, validated_context
+from experiments.spec import BanditAllocation
+
+from .clock import utcnow
+from .errors import ApiError
+from .ids import new_ids
+from .models import Assignment
+from .runtime import ExperimentRuntime
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    subject_id: str
+    context: Mapping[str, Any] | None
+    channel: str | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One answer to a channel; `row` is what gets stored when it is a logged decision."""
+
+    subject_id: str
+    arm: str | None
+    propensity: float | None
+    holdout: bool = False
+    reason: str | None = None
+    no_offer: bool = False
+    retry_after: datetime | None = None
+    assignment_id: str | None = None
+    row: dict[str, Any] | None = None
+
+
+_DEFAULT_REASONS = {"draft": "experiment_draft", "paused": "experiment_paused", "concluded": "experiment_concluded"}
+
+
+def default_arm(runtime: ExperimentRuntime) -> str:
+    return runtime.winner if runtime.status == "concluded" and runtime.winner else runtime.control
+
+
+def check_contexts(runtime: ExperimentRuntime, requests: Sequence[Request]) -> list[dict[str, Any]]:
+    """Validate every context; a bad one is a 422 naming the subject's position and the feature."""
+    allocation = runtime.spec.allocation
+    features = allocation.features if isinstance(allocation, BanditAllocation) else []
+    contexts = []
+    problems: list[dict[str, Any]] = []
+    for index, req in enumerate(requests):
+        try:
+            contexts.append(validated_context(features, req.context))
+        except ContextError as exc:
+            prefix = f"subjects.{index}." if len(requests) > 1 else ""
+            problems.extend({"field": prefix + p.field, "message": p.message} for p in exc.problems)
+            if len(problems) >= 50:
+                break
+    if problems:
+        raise ApiError(422, f"context does not fit the experiment's features: {problems[0]['field']}: "
+                            f"{problems[0]['message']}", details=problems)
+    return contexts
+
+
+def decide(runtime: ExperimentRuntime, requests: Sequence[Request], suppressed: Mapping[int, Any] | None = None,
+           now: datetime | None = None) -> list[Outcome]:
+    """Choose arms for all requests at once; suppressed maps request index -> contact verdict."""
+    now = now or utcnow()
+    suppressed = suppressed or {}
+    if runtime.status != "running":
+        arm = default_arm(runtime)
+        return [Outcome(r.subject_id, arm, None, reason=_DEFAULT_REASONS[runtime.status]) for r in requests]
+    contexts = check_contexts(runtime, requests)
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    for index, verdict in suppressed.items():
+        outcomes[index] = Outcome(requests[index].subject_id, None, None, reason=verdict.reason, no_offer=True,
+                                  retry_after=verdict.retry_after)
+    live = [i for i in range(len(requests)) if outcomes[i] is None]
+    if runtime.splitter is not None:
+        splitter = runtime.splitter
+        for i in live:
+            arm = splitter.arm_at(unit_position(runtime.salt, requests[i].subject_id))
+            outcomes[i] = Outcome(requests[i].subject_id, arm, splitter.shares[arm])
+    else:
+        _decide_bandit(runtime, requests, contexts, live, outcomes)
+    ids = new_ids(len(live))
+    covariate = runtime.spec.covariate
+    for assignment_id, i in zip(ids, live):
+        out = outcomes[i]
+        assert out is not None
+        out.assignment_id = assignment_id
+        req = requests[i]
+        out.row = {
+            "id": assignment_id, "experiment_id": runtime.id, "arm_key": out.arm, "subject_id": req.subject_id,
+            "propensity": out.propensity, "policy_version": runtime.policy_version, "holdout": out.holdout,
+            "context": contexts[i] or None, "channel": req.channel,
+            "covariate": covariate_value(contexts[i], covariate), "source": "live", "created_at": now,
+        }
+    return [o for o in outcomes if o is not None]
+
+
+def _decide_bandit(runtime: ExperimentRuntime, requests: Sequence[Request], contexts: list[dict[str, Any]],
+                   live: list[int], outcomes: list[Outcome | None]) -> None:
+    allocation = runtime.spec.allocation
+    assert isinstance(allocation, BanditAllocation)
+    arms = runtime.enabled_arms
+    policy_rows = []
+    for i in live:
+        if in_holdout(runtime.salt, requests[i].subject_id, allocation.holdout):
+            arm = uniform_arm(runtime.salt, requests[i].subject_id, arms)
+            outcomes[i] = Outcome(requests[i].subject_id, arm, 1.0 / len(arms), holdout=True)
+        else:
+            policy_rows.append(i)
+    if not policy_rows:
+        return
+    decisions = runtime.policy.decide([contexts[i] for i in policy_rows], np.random.default_rng())
+    for i, decision in zip(policy_rows, decisions):
+        outcomes[i] = Outcome(requests[i].subject_id, decision.arm, float(decision.propensity))
+
+
+def store(session: Session, outcomes: Sequence[Outcome]) -> None:
+    """Write the logged decisions in one bulk statement, before anyone sees their ids."""
+    rows = [o.row for o in outcomes if o.row is not None]
+    if rows:
+        session.execute(insert(Assignment), rows)
+
+
+def to_json(runtime: ExperimentRuntime, outcome: Outcome) -> dict[str, Any]:
+    if outcome.no_offer:
+        return {
+            "assignment_id": None, "experiment": runtime.key, "subject_id": outcome.subject_id, "arm": None,
+            "payload": None, "propensity": None, "policy_version": None, "holdout": False, "no_offer": True,
+            "reason": outcome.reason,
+            "retry_after": outcome.retry_after.isoformat().replace("+00:00", "Z") if outcome.retry_after else None,
+        }
+    return {
+        "assignment_id": outcome.assignment_id, "experiment": runtime.key, "subject_id": outcome.subject_id,
+        "arm": outcome.arm, "payload": runtime.payloads.get(outcome.arm or "", {}),
+        "propensity": round(outcome.propensity, 6) if outcome.propensity is not None else None,
+        "policy_version": runtime.policy_version if outcome.assignment_id else None,
+        "holdout": outcome.holdout, "no_offer": False, "reason": outcome.reason, "retry_after": None,
+    }

@@ -1,0 +1,225 @@
+"""Database tables (SQLAlchemy 2.0 typed models). The schema changes only through alembic."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64 bits.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out on every database (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+Timestamp = UtcDateTime()
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: Timestamp}
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    # The validated spec minus its arms (those live in `arms`).
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    salt: Mapped[str] = mapped_column(String(64))
+    winner_arm: Mapped[str | None] = mapped_column(String(64))
+    holdback: Mapped[float] = mapped_column(Float, default=0.0)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    promoted_at: Mapped[datetime | None]
+    concluded_at: Mapped[datetime | None]
+
+    arms: Mapped[list[Arm]] = relationship(
+        back_populates="experiment", order_by="Arm.position", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class Arm(Base):
+    __tablename__ = "arms"
+    __table_args__ = (UniqueConstraint("experiment_id", "key", name="uq_arms_experiment_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    is_control: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    position: Mapped[int] = mapped_column(Integer)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="arms")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(16))
+    # Public identifier embedded in the key; the secret itself is only stored hashed.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="SET NULL"), index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+
+
+class Assignment(Base):
+    """One decision: the audit trail and the training data."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        Index("ix_assignments_experiment_subject", "experiment_id", "subject_id", "created_at"),
+        Index("ix_assignments_experiment_created", "experiment_id", "created_at"),
+        Index("ix_assignments_subject_channel", "subject_id", "channel", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    arm_key: Mapped[str] = mapped_column(String(64))
+    subject_id: Mapped[str] = mapped_column(String(200))
+    propensity: Mapped[float] = mapped_column(Float)
+    policy_version: Mapped[int] = mapped_column(Integer, default=0)
+    holdout: Mapped[bool] = mapped_column(Boolean, default=False)
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    channel: Mapped[str | None] = mapped_column(String(64))
+    covariate: Mapped[float | None] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16), default="live")
+    created_at: Mapped[datetime]
+
+
+class Event(Base):
+    """One outcome as received; the source of truth the summaries are rebuilt from."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_experiment_type", "experiment_id", "type"),
+        Index("ix_events_assignment", "assignment_id"),
+        Index("ix_events_subject", "subject_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    assignment_id: Mapped[str | None] = mapped_column(String(32))
+    subject_id: Mapped[str | None] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    # "assignment" (by id), "subject" (resolved in the window) or "unattributed".
+    attribution: Mapped[str] = mapped_column(String(16))
+    unattributed_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class DecisionOutcome(Base):
+    """Per-decision outcome summary kept current at ingestion, so reports scan one narrow table."""
+
+    __tablename__ = "decision_outcomes"
+    __table_args__ = (Index("ix_decision_outcomes_experiment_day", "experiment_id", "day", "arm_key"),)
+
+    assignment_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    arm_key: Mapped[str] = mapped_column(String(64))
+    day: Mapped[date] = mapped_column(Date)
+    propensity: Mapped[float] = mapped_column(Float)
+    holdout: Mapped[bool] = mapped_column(Boolean, default=False)
+    covariate: Mapped[float | None] = mapped_column(Float)
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    conversions: Mapped[int] = mapped_column(Integer, default=0)
+    unsubscribes: Mapped[int] = mapped_column(Integer, default=0)
+    custom: Mapped[int] = mapped_column(Integer, default=0)
+    revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    first_reward_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class DecisionCustomOutcome(Base):
+    """Counts of experiment-declared custom event types per decision."""
+
+    __tablename__ = "decision_custom_outcomes"
+
+    assignment_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    arm_key: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PolicySnapshot(Base):
+    __tablename__ = "policy_snapshots"
+    __table_args__ = (UniqueConstraint("experiment_id", "version", name="uq_policy_snapshots_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    trained_through: Mapped[datetime | None]
+    examples: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+
+
+class JobLease(Base):
+    """One row per periodic job: whoever holds an unexpired lease runs it, across all workers and hosts."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(100))
+    expires_at: Mapped[datetime | None]

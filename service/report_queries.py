@@ -1,0 +1,271 @@
+"""SQL that turns decisions and outcome summaries into the report's sufficient statistics.
+
+Everything is GROUP BY arm (and day) in the database over two narrow tables:
+`assignments` gives the denominators, `decision_outcomes` the numerators. A
+decision without outcomes contributes zero to every sum, so no join is needed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Float, and_, case, cast, func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from experiments.spec import BanditAllocation, ExperimentSpec
+from reports.inputs import ArmSummary, BanditInput, DailyArmSummary, ReportInput
+from reports.stats import MeanStats
+
+from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment
+
+O = DecisionOutcome
+A = Assignment
+
+
+def _reached(column: Any) -> ColumnElement[int]:
+    return func.sum(case((column > 0, 1), else_=0))
+
+
+def decision_value(spec: ExperimentSpec, metric: str) -> ColumnElement[float]:
+    """Per-decision value of a metric as a SQL expression over decision_outcomes."""
+    if metric == "revenue_per_decision":
+        return O.revenue
+    column = {"conversion_rate": O.conversions, "click_rate": O.clicks, "open_rate": O.opens,
+              "unsubscribe_rate": O.unsubscribes}.get(metric, O.conversions)
+    return cast(case((column > 0, 1.0), else_=0.0), Float)
+
+
+def reward_value(spec: ExperimentSpec) -> ColumnElement[float]:
+    """Per-decision bandit reward as a SQL expression (event reached, or its revenue)."""
+    reward = spec.reward
+    if reward.type == "event" and reward.value == "revenue":
+        return O.revenue
+    column = {"conversion": O.conversions, "click": O.clicks, "open": O.opens,
+              "unsubscribe": O.unsubscribes}.get(reward.event, O.conversions)
+    return cast(case((column > 0, 1.0), else_=0.0), Float)
+
+
+def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec) -> ReportInput:
+    eid = experiment.id
+    denominators = {
+        row.arm_key: row
+        for row in session.execute(
+            select(A.arm_key, func.count().label("n"), func.count(func.distinct(A.subject_id)).label("subjects"),
+                   func.avg(A.propensity).label("mean_propensity"))
+            .where(A.experiment_id == eid).group_by(A.arm_key)
+        )
+    }
+    numerators = {
+        row.arm_key: row
+        for row in session.execute(
+            select(
+                O.arm_key,
+                _reached(O.opens).label("r_open"), _reached(O.clicks).label("r_click"),
+                _reached(O.conversions).label("r_conversion"), _reached(O.unsubscribes).label("r_unsubscribe"),
+                func.sum(O.opens).label("n_open"), func.sum(O.clicks).label("n_click"),
+                func.sum(O.conversions).label("n_conversion"), func.sum(O.unsubscribes).label("n_unsubscribe"),
+                func.sum(O.revenue).label("revenue"), func.sum(O.revenue * O.revenue).label("revenue2"),
+                func.sum(case((O.conversions > 0, O.revenue), else_=0.0)).label("conv_revenue"),
+                func.sum(case((O.conversions > 0, O.revenue * O.revenue), else_=0.0)).label("conv_revenue2"),
+            ).where(O.experiment_id == eid).group_by(O.arm_key)
+        )
+    }
+    custom: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+    for row in session.execute(
+        select(DecisionCustomOutcome.arm_key, DecisionCustomOutcome.event_type, func.count().label("reached"),
+               func.sum(DecisionCustomOutcome.count).label("events"))
+        .where(DecisionCustomOutcome.experiment_id == eid)
+        .group_by(DecisionCustomOutcome.arm_key, DecisionCustomOutcome.event_type)
+    ):
+        custom[row.arm_key][row.event_type] = (int(row.reached), int(row.events or 0))
+
+    is_bandit = isinstance(spec.allocation, BanditAllocation)
+    weights = spec.fixed_weights()
+    covariates = _covariate_stats(session, eid, spec) if spec.covariate else {}
+    arms = []
+    for arm in spec.arms:
+        d = denominators.get(arm.key)
+        o = numerators.get(arm.key)
+        n = int(d.n) if d else 0
+        reached = {
+            "open": int(o.r_open or 0) if o else 0, "click": int(o.r_click or 0) if o else 0,
+            "conversion": int(o.r_conversion or 0) if o else 0, "unsubscribe": int(o.r_unsubscribe or 0) if o else 0,
+        }
+        counts = {
+            "open": int(o.n_open or 0) if o else 0, "click": int(o.n_click or 0) if o else 0,
+            "conversion": int(o.n_conversion or 0) if o else 0,
+            "unsubscribe": int(o.n_unsubscribe or 0) if o else 0,
+        }
+        for event_type in spec.custom_events:
+            r, c = custom.get(arm.key, {}).get(event_type, (0, 0))
+            reached[event_type], counts[event_type] = r, c
+        if is_bandit:
+            expected = float(d.mean_propensity) if d and d.mean_propensity is not None else 0.0
+        else:
+            expected = weights.get(arm.key, 0.0)
+        arms.append(ArmSummary(
+            arm=arm.key, is_control=arm.is_control, expected_share=expected, decisions=n,
+            subjects=int(d.subjects) if d else 0, reached=reached, event_counts=counts,
+            revenue=MeanStats(n, float(o.revenue or 0.0) if o else 0.0, float(o.revenue2 or 0.0) if o else 0.0),
+            converter_revenue=MeanStats(reached["conversion"], float(o.conv_revenue or 0.0) if o else 0.0,
+                                        float(o.conv_revenue2 or 0.0) if o else 0.0),
+            covariate=covariates.get(arm.key),
+        ))
+    metrics = list(spec.metrics) + [f"{t}_rate" for t in spec.custom_events]
+    decision_metric = spec.promotion.metric if spec.promotion else "conversion_rate"
+    if decision_metric == "ltv_adjusted_value":
+        decision_metric = "revenue_per_decision"
+    return ReportInput(
+        experiment=experiment.key,
+        allocation_type="bandit" if is_bandit else "fixed",
+        arms=arms,
+        daily=_daily(session, eid, spec),
+        metrics=[m for m in metrics if m != "ltv_adjusted_value"],
+        decision_metric=decision_metric,
+        confidence=spec.promotion.confidence if spec.promotion else 0.95,
+        bandit=_bandit_input(session, eid, spec) if is_bandit else None,
+        unattributed_events=unattributed_counts(session, eid),
+    )
+
+
+def _covariate_stats(session: Session, eid: int, spec: ExperimentSpec) -> dict[str, Any]:
+    from reports.cuped import CovariateStats
+
+    metric = spec.promotion.metric if spec.promotion else "conversion_rate"
+    y = decision_value(spec, metric)
+    xs = {
+        row.arm_key: row
+        for row in session.execute(
+            select(A.arm_key, func.count().label("n"), func.sum(A.covariate).label("sx"),
+                   func.sum(A.covariate * A.covariate).label("sx2"))
+            .where(A.experiment_id == eid, A.covariate.is_not(None)).group_by(A.arm_key)
+        )
+    }
+    ys = {
+        row.arm_key: row
+        for row in session.execute(
+            select(O.arm_key, func.sum(y).label("sy"), func.sum(y * y).label("sy2"),
+                   func.sum(O.covariate * y).label("sxy"))
+            .where(O.experiment_id == eid, O.covariate.is_not(None)).group_by(O.arm_key)
+        )
+    }
+    out = {}
+    for arm, x in xs.items():
+        yrow = ys.get(arm)
+        out[arm] = CovariateStats(
+            n=int(x.n), sum_x=float(x.sx or 0), sum_x2=float(x.sx2 or 0),
+            sum_y=float(yrow.sy or 0) if yrow else 0.0, sum_y2=float(yrow.sy2 or 0) if yrow else 0.0,
+            sum_xy=float(yrow.sxy or 0) if yrow else 0.0,
+        )
+    return out
+
+
+def _day(column: Any) -> Any:
+    return func.date(column)
+
+
+def _daily(session: Session, eid: int, spec: ExperimentSpec) -> list[DailyArmSummary]:
+    day = _day(A.created_at).label("day")
+    counts = {
+        (str(row.day), row.arm_key): int(row.n)
+        for row in session.execute(
+            select(day, A.arm_key, func.count().label("n")).where(A.experiment_id == eid).group_by(day, A.arm_key)
+        )
+    }
+    outcomes = {
+        (str(row.day), row.arm_key): row
+        for row in session.execute(
+            select(O.day, O.arm_key, _reached(O.opens).label("r_open"), _reached(O.clicks).label("r_click"),
+                   _reached(O.conversions).label("r_conversion"), _reached(O.unsubscribes).label("r_unsubscribe"),
+                   func.sum(O.revenue).label("revenue"), func.sum(O.revenue * O.revenue).label("revenue2"))
+            .where(O.experiment_id == eid).group_by(O.day, O.arm_key)
+        )
+    }
+    from datetime import date
+
+    days = []
+    for (day_text, arm), n in sorted(counts.items()):
+        o = outcomes.get((day_text, arm))
+        reached = {"open": int(o.r_open or 0), "click": int(o.r_click or 0), "conversion": int(o.r_conversion or 0),
+                   "unsubscribe": int(o.r_unsubscribe or 0)} if o else {}
+        days.append(DailyArmSummary(
+            day=date.fromisoformat(day_text[:10]), arm=arm, decisions=n, reached=reached,
+            revenue=MeanStats(n, float(o.revenue or 0) if o else 0.0, float(o.revenue2 or 0) if o else 0.0),
+        ))
+    return days
+
+
+def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInput:
+    from reports.bandit import IpwArmStats, PeriodArmStats
+
+    r = reward_value(spec)
+    w = 1.0 / O.propensity
+    day = _day(A.created_at).label("day")
+    counts = {
+        (str(row.day), row.arm_key): int(row.n)
+        for row in session.execute(
+            select(day, A.arm_key, func.count().label("n"))
+            .where(A.experiment_id == eid, A.holdout.is_(False)).group_by(day, A.arm_key)
+        )
+    }
+    rewards = {
+        (str(row.day), row.arm_key): row
+        for row in session.execute(
+            select(O.day, O.arm_key, func.sum(r).label("s"), func.sum(r * r).label("s2"))
+            .where(O.experiment_id == eid, O.holdout.is_(False)).group_by(O.day, O.arm_key)
+        )
+    }
+    periods = [
+        PeriodArmStats(period=day_text[:10], arm=arm,
+                       reward=MeanStats(n, float(rewards[(day_text, arm)].s or 0) if (day_text, arm) in rewards else 0.0,
+                                        float(rewards[(day_text, arm)].s2 or 0) if (day_text, arm) in rewards else 0.0))
+        for (day_text, arm), n in sorted(counts.items())
+    ]
+    weights = {
+        row.arm_key: row
+        for row in session.execute(
+            select(A.arm_key, func.sum(1.0 / A.propensity).label("sw"),
+                   func.sum(1.0 / (A.propensity * A.propensity)).label("sw2"))
+            .where(A.experiment_id == eid).group_by(A.arm_key)
+        )
+    }
+    weighted = {
+        row.arm_key: row
+        for row in session.execute(
+            select(O.arm_key, func.sum(w * r).label("swr"), func.sum(w * w * r).label("sw2r"),
+                   func.sum(w * w * r * r).label("sw2r2"))
+            .where(O.experiment_id == eid).group_by(O.arm_key)
+        )
+    }
+    ipw = []
+    for arm, row in weights.items():
+        extra = weighted.get(arm)
+        ipw.append(IpwArmStats(
+            arm=arm, sum_w=float(row.sw or 0), sum_wr=float(extra.swr or 0) if extra else 0.0,
+            sum_w2=float(row.sw2 or 0), sum_w2r=float(extra.sw2r or 0) if extra else 0.0,
+            sum_w2r2=float(extra.sw2r2 or 0) if extra else 0.0,
+        ))
+    n_total = session.scalar(select(func.count()).select_from(A).where(A.experiment_id == eid)) or 0
+    groups = {}
+    for holdout in (True, False):
+        n = session.scalar(select(func.count()).select_from(A).where(A.experiment_id == eid,
+                                                                     A.holdout.is_(holdout))) or 0
+        sums = session.execute(
+            select(func.sum(r).label("s"), func.sum(r * r).label("s2"))
+            .where(O.experiment_id == eid, O.holdout.is_(holdout))
+        ).one()
+        groups[holdout] = MeanStats(int(n), float(sums.s or 0), float(sums.s2 or 0)) if n else None
+    return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False])
+
+
+def unattributed_counts(session: Session, eid: int) -> dict[str, int]:
+    return {
+        row.reason or "unknown": int(row.n)
+        for row in session.execute(
+            select(Event.unattributed_reason.label("reason"), func.count().label("n"))
+            .where(and_(Event.experiment_id == eid, Event.attribution == "unattributed"))
+            .group_by(Event.unattributed_reason)
+        )
+    }

@@ -1,0 +1,211 @@
+"""Request and response models of the HTTP API (they also generate /openapi.json)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from experiments.spec import (
+    SLUG,
+    Allocation,
+    ArmSpec,
+    ContactPolicy,
+    ExperimentSpec,
+    Guardrail,
+    PromotionRule,
+    RewardSpec,
+)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExperimentPath(BaseModel):
+    key: str = Field(pattern=SLUG)
+
+
+class ExperimentListQuery(BaseModel):
+    status: Literal["draft", "running", "paused", "concluded"] | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: int | None = Field(default=None, ge=0)
+
+
+class ExperimentOut(ExperimentSpec):
+    model_config = ConfigDict(extra="allow", frozen=False)
+    id: int
+    status: str
+    salt: str
+    winner: str | None = None
+    holdback: float = 0.0
+    revision: int
+    allowed_actions: list[str]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    promoted_at: datetime | None = None
+    concluded_at: datetime | None = None
+
+
+class ExperimentList(BaseModel):
+    experiments: list[ExperimentOut]
+    next_cursor: int | None
+    total: int
+
+
+class ExperimentPatch(_In):
+    """Any spec fields; what may change depends on the experiment's status."""
+
+    key: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    arms: list[ArmSpec] | None = Field(default=None, min_length=2, max_length=1000)
+    allocation: Allocation | None = None
+    reward: RewardSpec | None = None
+    attribution_window_seconds: int | None = None
+    custom_events: list[str] | None = None
+    metrics: list[str] | None = None
+    covariate: str | None = None
+    guardrails: list[Guardrail] | None = None
+    promotion: PromotionRule | None = None
+    contact_policy: ContactPolicy | None = None
+    unsubscribe_value_share: float | None = None
+    default_subject_value: float | None = None
+
+
+class ActionBody(_In):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ConcludeBody(_In):
+    winner: str | None = Field(default=None, max_length=64, description="arm key; omit to conclude without a winner")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    actor: str
+    action: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class AuditList(BaseModel):
+    experiment: str
+    entries: list[AuditEntryOut]
+
+
+class Health(BaseModel):
+    status: str
+    database: str | None = None
+    revision: str | None = None
+    expected_revision: str | None = None
+    message: str | None = None
+
+
+SubjectId = Field(min_length=1, max_length=200)
+
+
+class AssignRequest(_In):
+    experiment: str = Field(pattern=SLUG)
+    subject_id: str = SubjectId
+    context: dict[str, Any] | None = None
+    channel: str | None = Field(default=None, max_length=64)
+
+
+class AssignResponse(BaseModel):
+    assignment_id: str | None
+    experiment: str
+    subject_id: str
+    arm: str | None
+    payload: dict[str, Any] | None
+    propensity: float | None
+    policy_version: int | None
+    holdout: bool
+    no_offer: bool
+    reason: str | None
+    retry_after: datetime | None
+
+
+class BatchSubject(_In):
+    subject_id: str = SubjectId
+    context: dict[str, Any] | None = None
+
+
+class BatchAssignRequest(_In):
+    experiment: str = Field(pattern=SLUG)
+    channel: str | None = Field(default=None, max_length=64)
+    subjects: list[BatchSubject] = Field(min_length=1)
+
+
+class BatchAssignResponse(BaseModel):
+    experiment: str
+    assignments: list[AssignResponse]
+    suppressed: int = 0
+
+
+class EventIn(BaseModel):
+    """One outcome (documentation of the per-event shape; each is validated on its own)."""
+
+    event_id: str = Field(max_length=200, description="client-chosen, unique: a retry with the same id is a duplicate")
+    type: str = Field(max_length=64, description="open, click, conversion, unsubscribe, or a declared custom type")
+    assignment_id: str | None = None
+    experiment: str | None = None
+    subject_id: str | None = None
+    value: float | None = Field(default=None, description="revenue, for conversions")
+    occurred_at: datetime
+    channel: str | None = None
+
+
+class EventBatchIn(_In):
+    events: list[Any] = Field(description="up to 10,000 events (see EventIn); each is accepted or rejected on its own")
+
+
+class EventResult(BaseModel):
+    event_id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    attribution: str | None = None
+    reason: str | None = None
+
+
+class EventBatchOut(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[EventResult]
+
+
+class ReportQuery(BaseModel):
+    format: Literal["json", "csv", "html"] = "json"
+
+
+class PowerRequest(_In):
+    metric_type: Literal["rate", "mean"] = "rate"
+    baseline: float = Field(description="baseline rate (0..1) for rates, baseline mean for means")
+    std_dev: float | None = Field(default=None, gt=0, description="standard deviation, for means")
+    mde_relative: float | None = Field(default=None, gt=0, description="relative minimum detectable effect")
+    sample_size_per_arm: int | None = Field(default=None, ge=2)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    power: float = Field(default=0.8, gt=0.5, lt=1)
+    arms: int = Field(default=2, ge=2, le=100)
+    daily_traffic: float | None = Field(default=None, gt=0, description="decisions per day over all arms")
+    alternative: Literal["two-sided", "larger", "smaller"] = "two-sided"
+    correction: Literal["none", "bonferroni"] = "none"
+
+
+class ImportQuery(BaseModel):
+    columns: str | None = Field(
+        default=None, max_length=4000,
+        description="rename source columns first, e.g. segment:arm,visit:click,spend:revenue,recency:context.recency",
+    )
+
+
+class ImportResult(BaseModel):
+    imported: int
+    duplicates: int
+    events: int
+    rejected: list[dict[str, Any]]
+    rejected_count: int
+    ignored_columns: list[str]
