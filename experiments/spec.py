@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 _SLUG_RE = re.compile(SLUG)
@@ -82,13 +82,13 @@ class PolicySpec(_Strict):
         description="share of decisions drawn uniformly at random, so every arm keeps a known non-zero probability",
     )
 
-    @model_validator(mode="after")
-    def _known_params(self) -> PolicySpec:
-        allowed = POLICY_PARAMS[self.name]
-        for param in ("alpha", "epsilon", "tau", "l2_lambda"):
-            if getattr(self, param) is not None and param not in allowed:
-                raise ValueError(f"policy {self.name!r} takes no parameter {param!r}")
-        return self
+    @field_validator("alpha", "epsilon", "tau", "l2_lambda")
+    @classmethod
+    def _known_param(cls, value: float | None, info: ValidationInfo) -> float | None:
+        name = info.data.get("name")
+        if value is not None and name in POLICY_PARAMS and info.field_name not in POLICY_PARAMS[name]:
+            raise ValueError(f"policy {name!r} takes no parameter {info.field_name!r}")
+        return value
 
     @property
     def contextual(self) -> bool:
@@ -116,14 +116,16 @@ class BanditAllocation(_Strict):
         default=None, ge=1, le=3650, description="train only on decisions of the last N days"
     )
 
-    @model_validator(mode="after")
-    def _features_fit_policy(self) -> BanditAllocation:
-        names = [f.name for f in self.features]
+    @field_validator("features")
+    @classmethod
+    def _features_fit_policy(cls, features: list[FeatureSpec], info: ValidationInfo) -> list[FeatureSpec]:
+        names = [f.name for f in features]
         if len(set(names)) != len(names):
             raise ValueError("feature names must be unique")
-        if self.policy.contextual and not self.features:
-            raise ValueError(f"policy {self.policy.name!r} is contextual and needs at least one feature")
-        return self
+        policy = info.data.get("policy")
+        if policy is not None and policy.contextual and not features:
+            raise ValueError(f"policy {policy.name!r} is contextual and needs at least one feature")
+        return features
 
 
 Allocation = Annotated[FixedAllocation | BanditAllocation, Field(discriminator="type")]
@@ -187,9 +189,9 @@ class ExperimentSpec(_Strict):
     description: str = Field(default="", max_length=5000)
     arms: list[ArmSpec] = Field(min_length=2, max_length=1000)
     allocation: Allocation = Field(default_factory=lambda: FixedAllocation(type="fixed"))
+    custom_events: list[Annotated[str, Field(pattern=SLUG)]] = Field(default_factory=list, max_length=50)
     reward: RewardSpec = Field(default_factory=RewardSpec)
     attribution_window_seconds: int = Field(default=14 * 86400, ge=60, le=366 * 86400)
-    custom_events: list[Annotated[str, Field(pattern=SLUG)]] = Field(default_factory=list, max_length=50)
     metrics: list[Literal[METRICS]] = Field(default_factory=lambda: list(METRICS))  # type: ignore[valid-type]
     covariate: str | None = Field(
         default=None, max_length=64, description="numeric context field measured before the decision, for CUPED"
@@ -202,29 +204,50 @@ class ExperimentSpec(_Strict):
     )
     default_subject_value: float = Field(default=0.0, ge=0)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ExperimentSpec:
-        keys = [arm.key for arm in self.arms]
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, arms: list[ArmSpec]) -> list[ArmSpec]:
         seen: set[str] = set()
-        for key in keys:
-            if key in seen:
-                raise ValueError(f"arm keys must be unique; {key!r} appears twice")
-            seen.add(key)
-        controls = [arm.key for arm in self.arms if arm.is_control]
+        for arm in arms:
+            if arm.key in seen:
+                raise ValueError(f"arm keys must be unique; {arm.key!r} appears twice")
+            seen.add(arm.key)
+        controls = [arm.key for arm in arms if arm.is_control]
         if len(controls) != 1:
             raise ValueError(f"exactly one arm must have is_control: true, found {len(controls)}")
-        if isinstance(self.allocation, FixedAllocation) and self.allocation.weights is not None:
-            weights = self.allocation.weights
-            if set(weights) != set(keys):
-                missing = sorted(set(keys) - set(weights))
-                unknown = sorted(set(weights) - set(keys))
-                raise ValueError(f"weights must name every arm exactly: missing {missing}, unknown {unknown}")
-        for event in self.custom_events:
+        return arms
+
+    @field_validator("allocation")
+    @classmethod
+    def _weights_name_every_arm(cls, allocation: Any, info: ValidationInfo) -> Any:
+        arms = info.data.get("arms")
+        if arms is None or not isinstance(allocation, FixedAllocation) or allocation.weights is None:
+            return allocation
+        keys = {arm.key for arm in arms}
+        weights = set(allocation.weights)
+        if weights != keys:
+            raise ValueError(
+                f"weights must name every arm exactly: missing {sorted(keys - weights)}, unknown {sorted(weights - keys)}"
+            )
+        return allocation
+
+    @field_validator("custom_events")
+    @classmethod
+    def _custom_events(cls, events: list[str]) -> list[str]:
+        for event in events:
             if event in BUILTIN_EVENTS:
                 raise ValueError(f"custom event {event!r} is a built-in event type")
-        if self.reward.type == "event" and self.reward.event not in (*BUILTIN_EVENTS, *self.custom_events):
-            raise ValueError(f"reward event {self.reward.event!r} is neither built in nor a custom event")
-        return self
+        if len(set(events)) != len(events):
+            raise ValueError("custom events must be unique")
+        return events
+
+    @field_validator("reward")
+    @classmethod
+    def _reward_event_known(cls, reward: RewardSpec, info: ValidationInfo) -> RewardSpec:
+        custom = info.data.get("custom_events") or []
+        if reward.type == "event" and reward.event not in (*BUILTIN_EVENTS, *custom):
+            raise ValueError(f"reward event {reward.event!r} is neither built in nor a custom event")
+        return reward
 
     @property
     def control_arm(self) -> str:

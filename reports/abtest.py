@@ -9,7 +9,6 @@ raises ValueError naming the rule and the value.
 from __future__ import annotations
 
 import datetime
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -225,8 +224,9 @@ def build_report(report_input: ReportInput) -> Report:
     metrics = _resolve_metrics(inp)
     metric_results = [_metric_result(m, inp.arms, control, inp.confidence) for m in metrics]
     srm = _srm(inp)
-    sequential = _sequential(inp, control)
-    cuped = _cuped(inp, control, metric_results)
+    fixed = next((m.arms for m in metric_results if m.metric == inp.decision_metric), [])
+    sequential = _sequential(inp, control, fixed)
+    cuped = _cuped(inp, control, fixed)
     bandit = None
     if inp.allocation_type == "bandit" and inp.bandit is not None:
         bandit = _bandit(inp.bandit, inp.decision_metric, inp.confidence)
@@ -241,7 +241,7 @@ def build_report(report_input: ReportInput) -> Report:
             expected_share=a.expected_share,
             reached=dict(a.reached),
             event_counts=dict(a.event_counts),
-            ltv_components=_finite_dict(a.ltv_components),
+            ltv_components=dict(a.ltv_components) if a.ltv_components is not None else None,
         )
         for a in inp.arms
     ]
@@ -294,21 +294,13 @@ def _check_counts(where: str, decisions: int, reached: Mapping[str, int]) -> Non
 
 
 def _resolve_metrics(inp: ReportInput) -> list[str]:
-    """Return the requested metrics in order, once each; LTV only where it was computed."""
-    metrics = list(dict.fromkeys(inp.metrics))
+    """Return the requested metrics in order, once each, the decision metric always; LTV only where computed."""
+    metrics = list(dict.fromkeys([*inp.metrics, inp.decision_metric]))
     for metric in metrics:
         metric_kind(metric)
     if all(a.ltv_value is None for a in inp.arms) and "ltv_adjusted_value" in metrics:
         metrics.remove("ltv_adjusted_value")
     return metrics
-
-
-def _finite(x: float | None) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _finite_dict(values: Mapping[str, float] | None) -> dict[str, float] | None:
-    return None if values is None else {k: v for k, v in values.items() if math.isfinite(v)}
 
 
 def _alpha(confidence: float) -> float:
@@ -355,21 +347,21 @@ def _metric_result(metric: str, arms: Sequence[ArmSummary], control: ArmSummary,
                 is_control=a.is_control,
                 n=s.n if s is not None else 0,
                 successes=round(s.sum) if s is not None and kind == "rate" else None,
-                value=_finite(est.value),
-                ci_low=_finite(est.ci_low),
-                ci_high=_finite(est.ci_high),
-                diff=_finite(cmp.diff) if cmp else None,
-                diff_ci_low=_finite(cmp.diff_ci_low) if cmp else None,
-                diff_ci_high=_finite(cmp.diff_ci_high) if cmp else None,
-                lift=_finite(cmp.lift) if cmp else None,
-                lift_ci_low=_finite(cmp.lift_ci_low) if cmp else None,
-                lift_ci_high=_finite(cmp.lift_ci_high) if cmp else None,
-                p_value=_finite(cmp.p_value) if cmp else None,
-                p_value_holm=_finite(adjusted.get(a.arm)),
+                value=est.value,
+                ci_low=est.ci_low,
+                ci_high=est.ci_high,
+                diff=cmp.diff if cmp else None,
+                diff_ci_low=cmp.diff_ci_low if cmp else None,
+                diff_ci_high=cmp.diff_ci_high if cmp else None,
+                lift=cmp.lift if cmp else None,
+                lift_ci_low=cmp.lift_ci_low if cmp else None,
+                lift_ci_high=cmp.lift_ci_high if cmp else None,
+                p_value=cmp.p_value if cmp else None,
+                p_value_holm=adjusted.get(a.arm),
                 significant=_significant(adjusted.get(a.arm), _alpha(confidence)),
-                chance_to_beat_control=_finite(b.chance_to_beat_control) if b else None,
-                chance_to_be_best=_finite(b.chance_to_be_best) if b else None,
-                expected_loss=_finite(b.expected_loss) if b else None,
+                chance_to_beat_control=b.chance_to_beat_control if b else None,
+                chance_to_be_best=b.chance_to_be_best if b else None,
+                expected_loss=b.expected_loss if b else None,
                 error=est.error
                 or (cmp.error if cmp else None)
                 or (b.error if b else None)
@@ -391,78 +383,76 @@ def _srm(inp: ReportInput) -> SrmResult:
     return srm_check(observed, shares)
 
 
-def _sequential(inp: ReportInput, control: ArmSummary) -> SequentialSection | None:
+def _sequential(inp: ReportInput, control: ArmSummary, fixed: list[ArmMetricResult]) -> SequentialSection | None:
     """Always-valid intervals for the decision metric, next to the fixed-horizon ones."""
     from reports.sequential import always_valid_difference
 
-    kind = metric_kind(inp.decision_metric)
     control_stats = arm_metric_stats(control, inp.decision_metric)
     if control_stats is None:
         return None
     alpha = _alpha(inp.confidence)
+    fixed_rows = {r.arm: r for r in fixed}
     rows = []
     for a in inp.arms:
         s = arm_metric_stats(a, inp.decision_metric)
         if a.is_control or s is None:
             continue
         seq = always_valid_difference(control_stats, s, alpha=alpha, tuning_n=inp.sequential_tuning_n)
-        fixed = compare(kind, control_stats, s, inp.confidence)
+        f = fixed_rows[a.arm]
         rows.append(
             SequentialRow(
                 arm=a.arm,
-                diff=_finite(seq.estimate),
-                ci_low=_finite(seq.ci_low),
-                ci_high=_finite(seq.ci_high),
-                p_value=_finite(seq.p_value),
-                significant=_significant(_finite(seq.p_value), alpha),
-                fixed_ci_low=_finite(fixed.diff_ci_low),
-                fixed_ci_high=_finite(fixed.diff_ci_high),
-                fixed_p_value=_finite(fixed.p_value),
+                diff=seq.estimate,
+                ci_low=seq.ci_low,
+                ci_high=seq.ci_high,
+                p_value=seq.p_value,
+                significant=_significant(seq.p_value, alpha),
+                fixed_ci_low=f.diff_ci_low,
+                fixed_ci_high=f.diff_ci_high,
+                fixed_p_value=f.p_value,
                 error=seq.error,
             )
         )
     return SequentialSection(inp.decision_metric, alpha, inp.sequential_tuning_n, rows)
 
 
-def _cuped(inp: ReportInput, control: ArmSummary, metric_results: list[MetricResult]) -> CupedSection | None:
+def _cuped(inp: ReportInput, control: ArmSummary, fixed: list[ArmMetricResult]) -> CupedSection | None:
     """CUPED-adjusted comparisons of the decision metric, when every arm has its covariate."""
-    covariates = {a.arm: a.covariate for a in inp.arms}
-    if any(c is None for c in covariates.values()):
+    covariates = {a.arm: a.covariate for a in inp.arms if a.covariate is not None}
+    if len(covariates) < len(inp.arms):
         return None
     from reports.cuped import cuped_comparison, pooled_theta
 
     alpha = _alpha(inp.confidence)
-    raw = {r.arm: r for m in metric_results if m.metric == inp.decision_metric for r in m.arms}
-    theta = _finite(pooled_theta([c for c in covariates.values() if c is not None]))
-    control_cov = covariates[control.arm]
-    adjusted = {}
-    for arm, cov in covariates.items():
-        if arm != control.arm and theta is not None and control_cov is not None and cov is not None:
-            adjusted[arm] = cuped_comparison(control_cov, cov, theta, alpha=alpha)
-    holm_p = dict(zip(adjusted, holm([_finite(c.p_value) for c in adjusted.values()]), strict=True))
+    theta = pooled_theta(list(covariates.values()))
+    adjusted = {
+        arm: cuped_comparison(covariates[control.arm], cov, theta, alpha=alpha)
+        for arm, cov in covariates.items()
+        if arm != control.arm
+    }
+    holm_p = dict(zip(adjusted, holm([c.p_value for c in adjusted.values()]), strict=True))
     rows = []
-    for a in inp.arms:
-        if a.is_control:
+    for r in fixed:
+        if r.is_control:
             continue
-        c = adjusted.get(a.arm)
-        r = raw.get(a.arm)
+        c = adjusted[r.arm]
         rows.append(
             CupedRow(
-                arm=a.arm,
-                control_mean=_finite(c.control_mean) if c else None,
-                treatment_mean=_finite(c.treatment_mean) if c else None,
-                diff=_finite(c.difference) if c else None,
-                diff_ci_low=_finite(c.ci_low) if c else None,
-                diff_ci_high=_finite(c.ci_high) if c else None,
-                p_value=_finite(c.p_value) if c else None,
-                p_value_holm=holm_p.get(a.arm),
-                significant=_significant(holm_p.get(a.arm), alpha),
-                variance_reduction=_finite(c.variance_reduction) if c else None,
-                raw_diff=r.diff if r else None,
-                raw_diff_ci_low=r.diff_ci_low if r else None,
-                raw_diff_ci_high=r.diff_ci_high if r else None,
-                raw_p_value=r.p_value if r else None,
-                error=c.error if c else NOT_COMPUTED,
+                arm=r.arm,
+                control_mean=c.control_mean,
+                treatment_mean=c.treatment_mean,
+                diff=c.difference,
+                diff_ci_low=c.ci_low,
+                diff_ci_high=c.ci_high,
+                p_value=c.p_value,
+                p_value_holm=holm_p[r.arm],
+                significant=_significant(holm_p[r.arm], alpha),
+                variance_reduction=c.variance_reduction,
+                raw_diff=r.diff,
+                raw_diff_ci_low=r.diff_ci_low,
+                raw_diff_ci_high=r.diff_ci_high,
+                raw_p_value=r.p_value,
+                error=c.error,
             )
         )
     return CupedSection(inp.decision_metric, theta, rows)
@@ -511,7 +501,7 @@ def _daily_stats(totals: DailyArmSummary, metric: str) -> MeanStats | None:
 
 
 def _series(est: Estimate) -> SeriesValue:
-    return SeriesValue(_finite(est.value), _finite(est.ci_low), _finite(est.ci_high), est.error)
+    return SeriesValue(est.value, est.ci_low, est.ci_high, est.error)
 
 
 BANDIT_NOTES = (
@@ -549,17 +539,17 @@ def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSectio
                 arm=arm,
                 decisions=n.n if n else 0,
                 naive_mean=n.mean if n and n.n else None,
-                weighted_mean=_finite(w.mean) if w else None,
-                weighted_std_error=_finite(w.std_error) if w else None,
-                weighted_ci_low=_finite(w.ci_low) if w else None,
-                weighted_ci_high=_finite(w.ci_high) if w else None,
-                ips=_finite(e.ips) if e else None,
-                ips_ci_low=_finite(e.ips_ci_low) if e else None,
-                ips_ci_high=_finite(e.ips_ci_high) if e else None,
-                snips=_finite(e.snips) if e else None,
-                snips_ci_low=_finite(e.snips_ci_low) if e else None,
-                snips_ci_high=_finite(e.snips_ci_high) if e else None,
-                effective_sample_size=_finite(e.effective_sample_size) if e else None,
+                weighted_mean=w.mean if w else None,
+                weighted_std_error=w.std_error if w else None,
+                weighted_ci_low=w.ci_low if w else None,
+                weighted_ci_high=w.ci_high if w else None,
+                ips=e.ips if e else None,
+                ips_ci_low=e.ips_ci_low if e else None,
+                ips_ci_high=e.ips_ci_high if e else None,
+                snips=e.snips if e else None,
+                snips_ci_low=e.snips_ci_low if e else None,
+                snips_ci_high=e.snips_ci_high if e else None,
+                effective_sample_size=e.effective_sample_size if e else None,
                 weighted_error=w.error if w else NOT_COMPUTED,
                 ipw_error=e.error if e else NOT_COMPUTED,
             )

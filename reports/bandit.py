@@ -160,7 +160,7 @@ def ipw_estimates(stats: Sequence[IpwArmStats], n_total: int, alpha: float = 0.0
     With z_i = 1[A_i = a] w_i r_i over all n_total logged decisions:
     IPS = sum z_i / n with standard error sqrt(var(z) / n), var(z) with ddof=1;
     SNIPS = sum z_i / sum 1[A_i = a] w_i with the delta-method standard error
-    sqrt(sum w^2 (r - SNIPS)^2) / sum w (Owen 2013, Monte Carlo theory, sec. 9.2);
+    sqrt(sum w^2 (r - SNIPS)^2) / sum w (Owen 2013, Monte Carlo theory, methods and examples, ch. 9);
     effective sample size (sum w)^2 / sum w^2 (Kish). IPS is unbiased when the
     propensities are right; SNIPS trades a small bias for much less variance.
     """

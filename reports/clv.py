@@ -329,31 +329,31 @@ def _minimise(fun: Any, start: FloatArray, args: tuple[Any, ...]) -> optimize.Op
 
 
 def _converged(fun: Any, result: optimize.OptimizeResult, args: tuple[Any, ...]) -> bool:
-    """True at an interior maximum: optimiser success, or a vanishing Newton step.
+    """True at an interior maximum: a positive definite Hessian and a vanishing Newton step.
 
-    L-BFGS-B may stop on a line search that cannot gain against rounding once
-    the gradient is ~1e-7; a positive definite Hessian (central differences of
-    the analytic gradient) with a Newton step below 1e-5 in log-parameters is
-    then a maximum all the same.
+    The optimiser's own verdict is not enough either way: L-BFGS-B may stop on a
+    line search that cannot gain against rounding once the gradient is ~1e-7
+    (a maximum all the same), or report success on a flat ridge that runs off to
+    infinity (e.g. Gamma-Gamma with q, v -> inf when spend does not vary between
+    customers). The Hessian comes from forward differences of the analytic gradient.
     """
     theta = np.asarray(result.x, dtype=np.float64)
     if not np.all(np.isfinite(theta)) or np.any(np.abs(theta) >= _LOG_BOUND * (1 - 1e-9)):
         return False
-    if result.success:
-        return True
-    h = 1e-5
+    grad = fun(theta, *args)[1]
+    h = 1e-6
     hessian = np.empty((theta.size, theta.size))
     for i in range(theta.size):
         step = np.zeros(theta.size)
         step[i] = h
-        hessian[:, i] = (fun(theta + step, *args)[1] - fun(theta - step, *args)[1]) / (2 * h)
+        hessian[:, i] = (fun(theta + step, *args)[1] - grad) / h
     hessian = 0.5 * (hessian + hessian.T)
     try:
         chol = np.linalg.cholesky(hessian)
     except np.linalg.LinAlgError:
         return False
-    newton = np.linalg.solve(chol.T, np.linalg.solve(chol, fun(theta, *args)[1]))
-    return bool(np.max(np.abs(newton)) < 1e-5)
+    newton = np.linalg.solve(chol.T, np.linalg.solve(chol, grad))
+    return bool(np.all(np.isfinite(newton)) and np.max(np.abs(newton)) < 1e-4)
 
 
 def fit_bgnbd(summary: RfmSummary) -> BgNbdFit:
@@ -398,16 +398,17 @@ def _one_minus_scaled_2f1_over(a: float, b: float, r: float, x: FloatArray, z: F
     (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z): parameters that stay small as x
     grows, and an exact 0 at a == 1 handled by the symmetric limit.
     """
-    c = a + b + x - 1.0
     log1mz = np.log1p(-z)
-    if abs(a - 1.0) < 1e-4:
-        h = 1e-4
-        return 0.5 * (
-            _one_minus_scaled_2f1_over(1.0 + h, b, r, x, z) + _one_minus_scaled_2f1_over(1.0 - h, b, r, x, z)
-        )
-    f_minus_1 = special.hyp2f1(a + b - 1.0 - r, a - 1.0, c, z) - 1.0
-    scale = np.exp((a - 1.0) * log1mz)
-    return (-np.expm1((a - 1.0) * log1mz) - scale * f_minus_1) / (a - 1.0)
+
+    def at(a_: float) -> FloatArray:
+        f_minus_1 = special.hyp2f1(a_ + b - 1.0 - r, a_ - 1.0, a_ + b + x - 1.0, z) - 1.0
+        return (-np.expm1((a_ - 1.0) * log1mz) - np.exp((a_ - 1.0) * log1mz) * f_minus_1) / (a_ - 1.0)
+
+    if abs(a - 1.0) < 1e-6:
+        # Near a = 1 the ratio is 0/0; the mean of a = 1 -+ h is exact to O(h^2).
+        h = 1e-5
+        return 0.5 * (at(1.0 - h) + at(1.0 + h))
+    return at(a)
 
 
 def expected_purchases(fit: BgNbdFit, summary: RfmSummary, horizon: float | ArrayLike) -> FloatArray:

@@ -6,17 +6,17 @@ confidence sequence holds at every sample size at once, so analysts and the
 auto-promotion job may look as often as they like and stop whenever it excludes zero.
 
 Method: the two-sided normal-mixture (mSPRT) asymptotic confidence sequence of
-Waudby-Smith, Arnold, Wu, Howard & Ramdas (2021), "Time-uniform central limit
-theory and asymptotic confidence sequences", eq. (2.6), built on the normal-mixture
-boundary of Howard, Ramdas, McAuliffe & Sekhon (2021), "Time-uniform, nonparametric,
-nonasymptotic confidence sequences", Ann. Statist. 49(2). GrowthBook and Eppo use
-the same construction. With N the total sample size over both arms and
+Waudby-Smith, Arnold, Wu, Howard & Ramdas (2021), "Time-uniform central limit theory
+and asymptotic confidence sequences", built on the normal-mixture boundary of Howard,
+Ramdas, McAuliffe & Sekhon (2021), "Time-uniform, nonparametric, nonasymptotic
+confidence sequences", Ann. Statist. 49(2). GrowthBook and Eppo use the same
+construction. With N the total sample size over both arms and
 s^2 = N * (var_c / n_c + var_t / n_t) the per-unit variance of the difference,
 
     estimate +/- s * sqrt( 2 (N rho^2 + 1) / (N^2 rho^2) * log( sqrt(N rho^2 + 1) / alpha ) ).
 
 Tuning: the mixture variance rho^2 sets where the sequence is tightest. Following
-Waudby-Smith et al. (2021, sec. 2.4) and GrowthBook's ``sequential_tuning_parameter``,
+Waudby-Smith et al. (2021) and GrowthBook's ``sequential_tuning_parameter``,
 
     rho^2 = ( -2 log(alpha) + log(1 - 2 log(alpha)) ) / tuning_n,
 
@@ -63,7 +63,7 @@ def mixture_rho_squared(alpha: float, tuning_n: float) -> float:
     """Return the normal-mixture variance that makes the sequence tightest near tuning_n."""
     _check_alpha(alpha)
     _check_tuning_n(tuning_n)
-    # Waudby-Smith et al. (2021), sec. 2.4; GrowthBook gbstats uses the same formula.
+    # Waudby-Smith et al. (2021); GrowthBook gbstats uses the same formula.
     two_log = -2.0 * math.log(alpha)
     return (two_log + math.log(1.0 + two_log)) / tuning_n
 
@@ -99,7 +99,7 @@ def always_valid_difference(
 
     rho2 = mixture_rho_squared(alpha, tuning_n)
     n_rho2 = n_total * rho2
-    # Waudby-Smith et al. (2021) eq. (2.6) with s^2 = N * variance, so s / N = SE / sqrt(N).
+    # Waudby-Smith et al. (2021), two-sided normal mixture, with s^2 = N * variance, so s / N = SE / sqrt(N).
     multiplier = math.sqrt(2.0 * (n_rho2 + 1.0) / n_rho2 * math.log(math.sqrt(n_rho2 + 1.0) / alpha))
     half_width = std_error * multiplier
 

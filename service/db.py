@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, g
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
@@ -30,7 +30,9 @@ def make_engine(url: str, pool_size: int = 5, statement_timeout_ms: int | None =
 
         return engine
     # UTC sessions, so date(created_at) means the UTC day on every database.
-    options = "-c timezone=UTC"
+    parsed = make_url(url)
+    options = " ".join(filter(None, [parsed.query.get("options"), "-c timezone=UTC"]))  # type: ignore[list-item]
+    url = parsed.difference_update_query(["options"]).render_as_string(hide_password=False)
     if statement_timeout_ms:
         options += f" -c statement_timeout={int(statement_timeout_ms)}"
     connect_args: dict[str, Any] = {"connect_timeout": 5, "options": options}

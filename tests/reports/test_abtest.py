@@ -16,7 +16,7 @@ from reports import ArmSummary, DailyArmSummary, MeanStats, ReportInput, build_r
 from reports.bandit import IpwArmStats, PeriodArmStats
 from reports.cuped import CovariateStats
 from reports.inputs import BanditInput
-from reports.intervals import NO_DATA, NO_EVENTS, NOT_COMPUTED, ZERO_VARIANCE
+from reports.intervals import NO_DATA, NO_EVENTS, NOT_COMPUTED, NOT_ENOUGH_DATA, ZERO_VARIANCE
 from reports.sequential import always_valid_difference
 
 HILLSTROM = "/work/shared/data/hillstrom.csv"
@@ -189,10 +189,8 @@ def test_degenerate_inputs_give_errors_not_exceptions():
     revenue = _rows(report, "revenue_per_decision")
     assert revenue["flat"].value == 0.0 and revenue["flat"].ci_low is None and revenue["flat"].error == ZERO_VARIANCE
     assert _rows(report, "click_to_open_rate")["flat"].error == NO_DATA  # no opens: no denominator
-    assert {r.arm: r.error for r in report.sequential.arms} == {"empty": "NO_DATA", "flat": "NO_EVENTS"} | {
-        "flat": report.sequential.arms[1].error
-    }
-    assert report.sequential.arms[1].p_value is None
+    assert {r.arm: r.error for r in report.sequential.arms} == {"empty": NO_DATA, "flat": ZERO_VARIANCE}
+    assert all(r.p_value is None and r.significant is None for r in report.sequential.arms)
     assert "ltv_adjusted_value" not in [m.metric for m in report.metrics]
     assert any("empty" in w for w in report.warnings)
     _json(report)  # no NaN or infinity anywhere
@@ -202,8 +200,12 @@ def test_an_arm_with_one_decision_and_a_control_without_any():
     arms = [_arm("control", 0, control=True), _arm("t", 1, {"conversion": 1}, revenue=[9.0])]
     report = build_report(ReportInput("tiny", "fixed", arms, daily=[
         DailyArmSummary(datetime.date(2026, 1, 1), "t", 1, {"conversion": 1}, _sums([9.0]))]))  # fmt: skip
-    assert _rows(report, "revenue_per_decision")["t"].error == NO_DATA  # the control has none
-    assert report.srm.error is None and report.srm.warning  # 0 vs 1 at equal shares: p = 0.32, no warning
+    assert _rows(report, "conversion_rate")["t"].value == 1.0
+    assert _rows(report, "conversion_rate")["t"].error == NO_DATA  # the control has none to compare with
+    assert _rows(report, "revenue_per_decision")["t"].error == NOT_ENOUGH_DATA  # one value: no interval
+    assert report.srm.error is None and not report.srm.warning  # 0 vs 1 at equal shares: p = 0.32
+    assert report.daily[0].decisions == 0 and report.daily[0].metrics["conversion_rate"].error == NO_DATA
+    assert report.daily[1].diff_vs_control.error == NO_DATA
     _json(report)
 
 
@@ -240,7 +242,7 @@ def test_unsubscribes_custom_events_ltv_and_counts():
     ]  # fmt: skip
     metrics = ("unsubscribe_rate", "add_to_cart_rate", "ltv_adjusted_value")
     report = build_report(ReportInput("ltv", "fixed", arms, metrics=metrics, suppressed={"quiet_hours": 7}))
-    assert [m.metric for m in report.metrics] == list(metrics)
+    assert [m.metric for m in report.metrics] == [*metrics, "conversion_rate"]  # the decision metric always
     unsubscribe = _rows(report, "unsubscribe_rate")["t"]
     assert unsubscribe.value == pytest.approx(45 / 4000)
     assert unsubscribe.chance_to_beat_control < 0.01  # more unsubscribes is worse
@@ -290,7 +292,7 @@ def test_daily_lift_on_a_mean_the_days_do_not_carry():
     arms = [_arm("control", 10, control=True), _arm("t", 10)]
     report = build_report(ReportInput("d", "fixed", arms, daily=daily, decision_metric="ltv_adjusted_value"))
     assert report.daily[1].diff_vs_control.error == NOT_COMPUTED
-    assert report.sequential.arms == []
+    assert report.sequential is None  # the control has no LTV value
 
 
 # --- bandit ------------------------------------------------------------------------------------
