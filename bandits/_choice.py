@@ -12,7 +12,12 @@ policy picks each offered arm (before the exploration floor is mixed in):
   probability (MABWiser's own predict draws from a Dirichlet instead).
 - ``thompson_sampling`` / ``lin_ts``: the probability that the arm wins the
   posterior draw, estimated by Monte Carlo (see ``_propensity``), with arms
-  whose posteriors are identical given exactly equal shares.
+  whose posteriors are identical given exactly equal shares. For LinTS each
+  arm's coefficients are an independent draw from N(beta, alpha^2 A^-1)
+  (Agrawal & Goyal 2013), so the score x'beta~ is a univariate normal and is
+  sampled as one. (MABWiser's own LinTS predict gives every arm's model a copy
+  of the same random generator, which correlates the arms' draws; its predict
+  is not used.)
 
 An arm without data explores. Thompson policies and LinUCB get this from their
 priors; UCB1 gives it an infinite bonus; for epsilon-greedy, LinGreedy and

@@ -13,8 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from reports.bandit import ipw_estimates, period_weighted_means, propensity_balance
 from reports.bayes import BayesResult, bayes_compare
 from reports.comparison import Comparison, compare, difference, holm
+from reports.cuped import cuped_comparison, pooled_theta
 from reports.inputs import (
     LOWER_IS_BETTER,
     ArmSummary,
@@ -27,6 +29,7 @@ from reports.inputs import (
     rate_stats,
 )
 from reports.intervals import NO_EVENTS, NOT_COMPUTED, Estimate, check_confidence, mean_interval, rate_interval
+from reports.sequential import always_valid_difference
 from reports.srm import SrmResult, srm_check, srm_from_balance
 from reports.stats import MeanStats
 
@@ -376,8 +379,6 @@ def _srm(inp: ReportInput) -> SrmResult:
     observed = {a.arm: a.decisions for a in inp.arms}
     shares = {a.arm: a.expected_share for a in inp.arms}
     if inp.allocation_type == "bandit" and inp.bandit is not None and inp.bandit.ipw:
-        from reports.bandit import propensity_balance
-
         check = propensity_balance(list(inp.bandit.ipw), inp.bandit.n_total)
         return srm_from_balance(check, observed, shares)
     return srm_check(observed, shares)
@@ -385,8 +386,6 @@ def _srm(inp: ReportInput) -> SrmResult:
 
 def _sequential(inp: ReportInput, control: ArmSummary, fixed: list[ArmMetricResult]) -> SequentialSection | None:
     """Always-valid intervals for the decision metric, next to the fixed-horizon ones."""
-    from reports.sequential import always_valid_difference
-
     control_stats = arm_metric_stats(control, inp.decision_metric)
     if control_stats is None:
         return None
@@ -421,8 +420,6 @@ def _cuped(inp: ReportInput, control: ArmSummary, fixed: list[ArmMetricResult]) 
     covariates = {a.arm: a.covariate for a in inp.arms if a.covariate is not None}
     if len(covariates) < len(inp.arms):
         return None
-    from reports.cuped import cuped_comparison, pooled_theta
-
     alpha = _alpha(inp.confidence)
     theta = pooled_theta(list(covariates.values()))
     adjusted = {
@@ -480,7 +477,7 @@ def _daily(inp: ReportInput, metrics: list[str], control: ArmSummary) -> list[Da
         control_stats = _daily_stats(totals[control.arm], inp.decision_metric)
         for arm in arms:
             t = totals[arm]
-            series = {m: _series(rate_interval(_daily_stats(t, m), inp.confidence)) for m in rates}
+            series = {m: _series(rate_interval(rate_stats(m, t.decisions, t.reached), inp.confidence)) for m in rates}
             series["revenue_per_decision"] = _series(mean_interval(t.revenue, inp.confidence))
             diff = None
             if arm != control.arm:
@@ -510,8 +507,8 @@ BANDIT_NOTES = (
     "(weekday, season, novelty, a sale), pooling an arm's decisions mixes those periods unevenly "
     "and the naive per-arm means are biased; they can even rank the arms the wrong way round "
     "(Simpson's paradox).",
-    "The period-weighted means compare arms within each period and weight every period the same "
-    "for every arm.",
+    "The period-weighted means compare arms within each period (those in which every arm was "
+    "played) and weight each period by its share of all decisions, with the same weights for every arm.",
     "IPS and SNIPS weight each logged decision by 1 / the probability the policy gave its arm: "
     "they estimate what each arm would earn if it were chosen for everyone. SNIPS (self-normalised) "
     "has lower variance; a small effective sample size means few decisions carry the estimate.",
@@ -522,14 +519,12 @@ BANDIT_NOTES = (
 
 def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSection:
     """Period-weighted means, IPW/SNIPS per arm, and the policy against its holdout."""
-    from reports.bandit import ipw_estimates, period_weighted_means
-
     alpha = _alpha(confidence)
     naive: dict[str, MeanStats] = {}
     for cell in bandit.periods:
         naive[cell.arm] = naive[cell.arm] + cell.reward if cell.arm in naive else cell.reward
-    weighted = period_weighted_means(list(bandit.periods), alpha=alpha) if bandit.periods else {}
-    ipw = ipw_estimates(list(bandit.ipw), bandit.n_total, alpha=alpha) if bandit.ipw and bandit.n_total > 0 else {}
+    weighted = period_weighted_means(list(bandit.periods), alpha=alpha)
+    ipw = ipw_estimates(list(bandit.ipw), bandit.n_total, alpha=alpha)
     arms = list(dict.fromkeys([*naive, *weighted, *ipw]))
     rows = []
     for arm in arms:

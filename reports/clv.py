@@ -335,18 +335,18 @@ def _converged(fun: Any, result: optimize.OptimizeResult, args: tuple[Any, ...])
     line search that cannot gain against rounding once the gradient is ~1e-7
     (a maximum all the same), or report success on a flat ridge that runs off to
     infinity (e.g. Gamma-Gamma with q, v -> inf when spend does not vary between
-    customers). The Hessian comes from forward differences of the analytic gradient.
+    customers). The Hessian comes from central differences of the analytic gradient.
     """
     theta = np.asarray(result.x, dtype=np.float64)
     if not np.all(np.isfinite(theta)) or np.any(np.abs(theta) >= _LOG_BOUND * (1 - 1e-9)):
         return False
     grad = fun(theta, *args)[1]
-    h = 1e-6
+    h = 1e-4  # large enough to rise above rounding in the gradient, small for O(h^2) error
     hessian = np.empty((theta.size, theta.size))
     for i in range(theta.size):
         step = np.zeros(theta.size)
         step[i] = h
-        hessian[:, i] = (fun(theta + step, *args)[1] - grad) / h
+        hessian[:, i] = (fun(theta + step, *args)[1] - fun(theta - step, *args)[1]) / (2 * h)
     hessian = 0.5 * (hessian + hessian.T)
     try:
         chol = np.linalg.cholesky(hessian)
@@ -487,25 +487,27 @@ def _gg_inputs(frequency: ArrayLike, monetary_value: ArrayLike) -> tuple[NDArray
     return as_float.astype(np.int64), money
 
 
-def _gg_negll(theta: FloatArray, x: NDArray[np.int64], x_counts: FloatArray, log_m: FloatArray,
-              xm: FloatArray, sum_x_log_xm: float) -> tuple[float, FloatArray]:
-    """Mean negative log-likelihood of the mean spends and its gradient in log-parameters."""
+def _gg_negll(theta: FloatArray, x: NDArray[np.int64], x_counts: FloatArray, xm: FloatArray) -> tuple[float, FloatArray]:
+    """Mean negative log-likelihood of the mean spends (up to -sum log m) and its gradient in log-parameters."""
     p, q, v = np.exp(theta)
     k = np.arange(x_counts.size, dtype=np.float64)
     k[0] = 1.0  # no customer has x == 0 here; keeps the x-tables finite
     gl, dg = special.gammaln, special.digamma
     # f(m | x) = Gamma(px+q) / (Gamma(px) Gamma(q)) v^q m^(px-1) x^(px) / (v + m x)^(px+q)
-    # (Fader & Hardie 2013, eq. 3)
-    ll_x = gl(p * k + q) - gl(p * k) - gl(q) + q * math.log(v)
+    # (Fader & Hardie 2013, eq. 3). Its log, less -log m, is
+    #   log Gamma(px+q) - log Gamma(px) - log Gamma(q) - px log1p(v / xm) - q log1p(xm / v)
+    # with no large terms that cancel.
+    ll_x = gl(p * k + q) - gl(p * k) - gl(q)
     d_p_x = k * (dg(p * k + q) - dg(p * k))
-    d_q_x = dg(p * k + q) - dg(q) + math.log(v)
-    log_vxm = np.log(v + xm)
+    d_q_x = dg(p * k + q) - dg(q)
     px = p * x
-    total = x_counts @ ll_x + p * sum_x_log_xm - log_m.sum() - (px + q) @ log_vxm
+    log1p_v_xm = np.log1p(v / xm)
+    log1p_xm_v = np.log1p(xm / v)
+    total = x_counts @ ll_x - px @ log1p_v_xm - q * log1p_xm_v.sum()
+    g_p = x_counts @ d_p_x - x @ log1p_v_xm
+    g_q = x_counts @ d_q_x - log1p_xm_v.sum()
+    g_v = ((q * xm / v - px) / (v + xm)).sum()
     n = x.size
-    g_p = x_counts @ d_p_x + sum_x_log_xm - x @ log_vxm
-    g_q = x_counts @ d_q_x - log_vxm.sum()
-    g_v = n * q / v - ((px + q) / (v + xm)).sum()
     grad = np.array([g_p * p, g_q * q, g_v * v])
     return -float(total) / n, -grad / n
 
@@ -525,15 +527,14 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary_value: ArrayLike) -> GammaGam
     if x.size == 0:
         return GammaGammaFit(math.nan, math.nan, math.nan, math.nan, 0, False, "NO_REPEAT_PURCHASES", excluded)
 
-    xf = x.astype(np.float64)
-    xm = xf * m
-    args = (x, np.bincount(x).astype(np.float64), np.log(m), xm, float(xf @ np.log(xm)))
+    args = (x, np.bincount(x).astype(np.float64), x * m)
     # Start: p = 1, q = 3 and v matching the observed mean spend, p v / (q - 1).
     start = np.log([1.0, 3.0, 2.0 * float(m.mean())])
     result = _minimise(_gg_negll, start, args)
     p, q, v = (float(val) for val in np.exp(result.x))
     converged = _converged(_gg_negll, result, args)
-    return GammaGammaFit(p, q, v, -float(result.fun) * x.size, int(x.size), converged, None, excluded)
+    log_likelihood = -float(result.fun) * x.size - float(np.log(m).sum())
+    return GammaGammaFit(p, q, v, log_likelihood, int(x.size), converged, None, excluded)
 
 
 def expected_average_value(fit: GammaGammaFit, frequency: ArrayLike, monetary_value: ArrayLike) -> FloatArray:

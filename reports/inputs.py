@@ -5,14 +5,12 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from experiments.spec import METRICS
+from experiments.spec import METRICS, VALUE_METRICS
+from reports.bandit import IpwArmStats, PeriodArmStats
+from reports.cuped import CovariateStats
 from reports.stats import MeanStats
-
-if TYPE_CHECKING:
-    from reports.bandit import IpwArmStats, PeriodArmStats
-    from reports.cuped import CovariateStats
 
 MetricKind = Literal["rate", "mean"]
 
@@ -20,7 +18,6 @@ MetricKind = Literal["rate", "mean"]
 CLICK_TO_OPEN = "click_to_open_rate"
 # Rates where a rise is bad news: Bayesian "chance to beat control" counts a fall as a win.
 LOWER_IS_BETTER = frozenset({"unsubscribe_rate"})
-_MEAN_METRICS = frozenset({"revenue_per_decision", "revenue_per_converter", "ltv_adjusted_value"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +84,7 @@ class ReportInput:
 
 def metric_kind(metric: str) -> MetricKind:
     """Say whether a metric name is a rate or a mean; raise ValueError for an unknown name."""
-    if metric in _MEAN_METRICS:
+    if metric in VALUE_METRICS:
         return "mean"
     if metric.endswith("_rate") and len(metric) > len("_rate"):
         return "rate"

@@ -5,16 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from scipy import stats as sps
 
-from reports.intervals import NOT_ENOUGH_DATA, NO_DATA
+from reports.bandit import BALANCE_WARNING_P, BalanceCheck
+from reports.intervals import NO_DATA
 
-if TYPE_CHECKING:
-    from reports.bandit import BalanceCheck
+NOT_ENOUGH_ARMS = "NOT_ENOUGH_ARMS"  # fewer than two arms can receive traffic: nothing to compare
 
-SRM_THRESHOLD = 0.001  # a p-value this small is treated as a broken split, not bad luck
+# A p-value this small is treated as a broken split, not bad luck; the same for fixed splits and bandits.
+SRM_THRESHOLD = BALANCE_WARNING_P
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ def srm_check(
         return SrmResult("chi_square", None, 0.0, threshold, True, _message(arms, 0.0, threshold), arms)
     tested = [a for a in arms if a.expected > 0.0]
     if len(tested) < 2:
-        return SrmResult("chi_square", None, None, threshold, False, None, arms, NOT_ENOUGH_DATA)
+        return SrmResult("chi_square", None, None, threshold, False, None, arms, NOT_ENOUGH_ARMS)
     statistic, p_value = sps.chisquare([a.observed for a in tested], [a.expected for a in tested])
     warning = bool(p_value < threshold)
     message = _message(arms, float(p_value), threshold) if warning else None
@@ -92,14 +92,10 @@ def srm_from_balance(
     check: BalanceCheck, observed: Mapping[str, int], expected_shares: Mapping[str, float]
 ) -> SrmResult:
     """Wrap a bandit's propensity balance check (``reports.bandit.propensity_balance``) as the report's SRM."""
-    from reports.bandit import BALANCE_WARNING_P
-
     arms = _expected(observed, expected_shares)
-    statistic = check.statistic if check.statistic is not None and math.isfinite(check.statistic) else None
-    p_value = check.p_value if check.p_value is not None and math.isfinite(check.p_value) else None
     message = None
     if check.warning:
-        message = _message(arms, p_value or 0.0, BALANCE_WARNING_P, "the logged propensities")
+        message = _message(arms, check.p_value or 0.0, SRM_THRESHOLD, "the logged propensities")
     return SrmResult(
-        "propensity_balance", statistic, p_value, BALANCE_WARNING_P, bool(check.warning), message, arms, check.error
+        "propensity_balance", check.statistic, check.p_value, SRM_THRESHOLD, check.warning, message, arms, check.error
     )

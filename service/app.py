@@ -135,9 +135,9 @@ def _register_request_hooks(app: OpenAPI) -> None:
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from .api import decisions, events, experiments, health, imports, reports
+    from .api import decisions, events, experiments, health, imports, reports, subjects
 
-    for module in (health, experiments, decisions, events, imports, reports):
+    for module in (health, experiments, decisions, events, imports, reports, subjects):
         app.register_api(module.api)
     for endpoint, scope in _declared_scopes().items():
         app.config["ENDPOINT_SCOPES"][endpoint] = scope

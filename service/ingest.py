@@ -152,6 +152,10 @@ def ingest(session: Session, raw_events: Sequence[Any], now: datetime | None = N
             statuses[index] = {"event_id": event_id if isinstance(event_id, str) else None,
                                "status": "rejected", "reason": str(exc)}
             continue
+        if event.occurred_at > now + CLOCK_SKEW:
+            statuses[index] = {"event_id": event.event_id, "status": "rejected",
+                               "reason": "occurred_at is in the future"}
+            continue
         if event.event_id in seen:
             statuses[index] = {"event_id": event.event_id, "status": "duplicate"}
             continue

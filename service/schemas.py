@@ -209,3 +209,12 @@ class ImportResult(BaseModel):
     rejected: list[dict[str, Any]]
     rejected_count: int
     ignored_columns: list[str]
+
+
+class SubjectPath(BaseModel):
+    subject_id: str = Field(min_length=1, max_length=200)
+
+
+class ErasureResult(BaseModel):
+    subject_ref: str
+    erased: dict[str, int]

@@ -2,6 +2,7 @@
 
 import datetime
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from reports.inputs import BanditInput
 from reports.intervals import NO_DATA, NO_EVENTS, NOT_COMPUTED, NOT_ENOUGH_DATA, ZERO_VARIANCE
 from reports.sequential import always_valid_difference
 
-HILLSTROM = "/work/shared/data/hillstrom.csv"
+HILLSTROM = Path(__file__).resolve().parents[3] / "shared" / "data" / "hillstrom.csv"
 CONTROL = "No E-Mail"
 ARMS = ("Mens E-Mail", "Womens E-Mail")
 
@@ -346,4 +347,16 @@ def test_bandit_section_corrects_the_naive_means():
     assert report.srm.method == "propensity_balance" and not report.srm.warning
     assert any("Simpson" in note for note in report.bandit.notes)
     assert any("Bandit allocation" in w for w in report.warnings)
+    _json(report)
+
+
+def test_bandit_without_data_yet():
+    empty = MeanStats(0, 0.0, 0.0)
+    bandit = BanditInput(periods=[], ipw=[IpwArmStats("A", 0, 0, 0, 0, 0)], n_total=0, holdout=empty, policy=empty)
+    arms = [_arm("A", 0, control=True), _arm("B", 0)]
+    report = build_report(ReportInput("new", "bandit", arms, bandit=bandit))
+    assert [(a.arm, a.ips, a.ipw_error) for a in report.bandit.arms] == [("A", None, NO_DATA)]
+    assert report.bandit.policy_vs_holdout.comparison.error == NO_DATA
+    assert report.srm.method == "propensity_balance" and report.srm.error == "NOT_ENOUGH_ARMS"
+    assert not report.srm.warning
     _json(report)

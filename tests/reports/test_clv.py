@@ -390,6 +390,10 @@ def test_gamma_gamma_likelihood_and_mean_match_numerical_integration(
 def test_gamma_gamma_leaves_out_and_counts_non_positive_spend() -> None:
     g = fit_gamma_gamma([2, 1, 3, 1, 0, 2, 5], [10.0, 0.0, 12.0, 30.0, 0.0, 8.0, 11.0])
     assert g.n_customers == 5 and g.n_excluded == 1
+    # These five spends vary no more than Gamma noise around one mean: the likelihood
+    # rises forever along q, v -> inf (no heterogeneity), which is reported, not hidden.
+    assert not g.converged and g.q > 1e6
+    assert g.population_mean == pytest.approx(np.mean([10.0, 12.0, 30.0, 8.0, 11.0]), rel=0.2)
     with pytest.raises(ValueError, match="monetary_value must be finite"):
         fit_gamma_gamma([1], [math.inf])
     with pytest.raises(ValueError, match="frequency must hold whole numbers"):

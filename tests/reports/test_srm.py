@@ -43,6 +43,8 @@ def test_decisions_for_an_arm_with_share_zero_is_a_mismatch():
 def test_no_decisions_is_a_result():
     result = srm_check({"a": 0, "b": 0}, {"a": 0.5, "b": 0.5})
     assert (result.p_value, result.warning, result.error) == (None, False, NO_DATA)
+    single = srm_check({"a": 40}, {"a": 1.0})
+    assert (single.p_value, single.warning, single.error) == (None, False, "NOT_ENOUGH_ARMS")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,114 @@
+"""Decisions through the HTTP API: fixed splits, every experiment state, batches, storage."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from scipy.stats import chisquare
+from sqlalchemy import func, select
+
+from experiments.bucketing import Splitter
+from service import create_app
+from service import db as db_module
+from service.models import Assignment
+from tests.conftest import spring_email
+
+
+def stored(app: Any, assignment_id: str) -> Assignment | None:
+    with db_module.get_db(app).session() as session:
+        return session.get(Assignment, assignment_id)
+
+
+def count_assignments(app: Any) -> int:
+    with db_module.get_db(app).session() as session:
+        return session.scalar(select(func.count()).select_from(Assignment)) or 0
+
+
+def test_design_example_assign(app: Any, api: Any) -> None:
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    decision = api.assign("spring-email", "c-123", context={"recency": 3, "channel_pref": "web"})
+    assert set(decision) >= {"assignment_id", "experiment", "arm", "payload", "propensity", "policy_version",
+                             "holdout"}
+    assert decision["experiment"] == "spring-email"
+    assert decision["arm"] in ("control", "mens", "womens")
+    assert decision["payload"] == {"control": {"template": "none"}, "mens": {"template": "mens-v1"},
+                                   "womens": {"template": "womens-v1"}}[decision["arm"]]
+    assert abs(decision["propensity"] - 1 / 3) < 1e-6
+    assert decision["policy_version"] == 0 and decision["holdout"] is False and decision["no_offer"] is False
+    row = stored(app, decision["assignment_id"])
+    assert row is not None and row.arm_key == decision["arm"] and row.subject_id == "c-123"
+    assert row.channel == "email" and row.context == {"recency": 3, "channel_pref": "web"}
+
+
+def test_fixed_split_is_sticky_across_workers_and_reproducible(app: Any, api: Any, database_url: str) -> None:
+    created = api.create_experiment(spring_email(
+        contact_policy=None, allocation={"type": "fixed", "weights": {"control": 2, "mens": 1, "womens": 1}}),
+        start=True)
+    first = {f"s{i}": api.assign("spring-email", f"s{i}")["arm"] for i in range(40)}
+    other_worker = create_app({"DATABASE_URL": database_url})
+    other = other_worker.test_client()
+    for subject, arm in first.items():
+        again = other.post("/v1/assign", json={"experiment": "spring-email", "subject_id": subject},
+                           headers=api.headers("channel")).get_json()
+        assert again["arm"] == arm
+    # The documented algorithm reproduces every arm from the salt alone.
+    splitter = Splitter({"control": 2, "mens": 1, "womens": 1})
+    assert all(splitter.assign(created["salt"], s) == arm for s, arm in first.items())
+    db_module.get_db(other_worker).dispose()
+
+
+def test_batch_matches_weights_and_single_decisions(app: Any, api: Any) -> None:
+    api.create_experiment(spring_email(
+        contact_policy=None, allocation={"type": "fixed", "weights": {"control": 1, "mens": 2, "womens": 7}}),
+        start=True)
+    subjects = [{"subject_id": f"user-{i}"} for i in range(3000)]
+    answers = api.assign_batch("spring-email", subjects)
+    assert [a["subject_id"] for a in answers] == [s["subject_id"] for s in subjects]
+    counts = Counter(a["arm"] for a in answers)
+    observed = [counts["control"], counts["mens"], counts["womens"]]
+    assert chisquare(observed, [300, 600, 2100]).pvalue > 0.001
+    assert {round(a["propensity"], 4) for a in answers if a["arm"] == "womens"} == {0.7}
+    assert len({a["assignment_id"] for a in answers}) == 3000
+    assert count_assignments(app) == 3000
+    for answer in answers[:25]:
+        assert api.assign("spring-email", answer["subject_id"])["arm"] == answer["arm"]
+
+
+def test_states_draft_paused_concluded(app: Any, api: Any) -> None:
+    api.create_experiment(spring_email(contact_policy=None))
+    draft = api.assign("spring-email", "c-1")
+    assert draft["arm"] == "control" and draft["assignment_id"] is None and draft["reason"] == "experiment_draft"
+    assert draft["payload"] == {"template": "none"}
+    api.call("POST", "/v1/experiments/spring-email/start")
+    assert api.assign("spring-email", "c-1")["assignment_id"] is not None
+    api.call("POST", "/v1/experiments/spring-email/pause")
+    paused = api.assign("spring-email", "c-1")
+    assert paused["arm"] == "control" and paused["assignment_id"] is None and paused["reason"] == "experiment_paused"
+    api.call("POST", "/v1/experiments/spring-email/conclude", json={"winner": "womens"})
+    done = [api.assign("spring-email", f"c-{i}") for i in range(20)]
+    assert {d["arm"] for d in done} == {"womens"}
+    assert {d["reason"] for d in done} == {"experiment_concluded"}
+    assert all(d["assignment_id"] is None for d in done)
+    assert count_assignments(app) == 1
+
+
+def test_concluded_without_winner_serves_control(api: Any) -> None:
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    api.call("POST", "/v1/experiments/spring-email/conclude")
+    assert {api.assign("spring-email", f"c-{i}")["arm"] for i in range(10)} == {"control"}
+
+
+def test_bad_requests(app: Any, api: Any) -> None:
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    assert api.assign("nope", "c-1", expect=404)["error"]["code"] == "not_found"
+    missing = api.call("POST", "/v1/assign", scope="channel", json={"experiment": "spring-email"})
+    assert missing.status_code == 422
+    assert "subject_id" in missing.get_json()["error"]["message"]
+    empty = api.call("POST", "/v1/assign", scope="channel", json={"experiment": "spring-email", "subject_id": ""})
+    assert empty.status_code == 422
+    app.config["NEXTBEST_MAX_BATCH_SUBJECTS"] = 5
+    too_many = api.call("POST", "/v1/assign/batch", scope="channel",
+                        json={"experiment": "spring-email", "subjects": [{"subject_id": str(i)} for i in range(6)]})
+    assert too_many.status_code == 413
+    assert count_assignments(app) == 0

@@ -1,0 +1,235 @@
+"""Outcomes through the HTTP API: exactly once, attribution rules, per-event reasons, erasure."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from service import create_app
+from service import db as db_module
+from service.models import Assignment, AuditEntry, DecisionOutcome, Event
+from tests.conftest import spring_email
+
+NOW = datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def backdate(app: Any, assignment_id: str, when: datetime) -> None:
+    with db_module.get_db(app).session() as session:
+        session.execute(update(Assignment).where(Assignment.id == assignment_id).values(created_at=when))
+
+
+def summary(app: Any, assignment_id: str) -> DecisionOutcome | None:
+    with db_module.get_db(app).session() as session:
+        return session.get(DecisionOutcome, assignment_id)
+
+
+def count(app: Any, model: Any) -> int:
+    with db_module.get_db(app).session() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+@pytest.fixture
+def running(api: Any) -> Any:
+    api.create_experiment(spring_email(contact_policy=None, attribution_window_seconds=3600,
+                                       custom_events=["coupon_used"]), start=True)
+    return api
+
+
+def test_design_example_events(app: Any, running: Any) -> None:
+    decision = running.assign("spring-email", "c-123")
+    answer = running.send_events([
+        {"event_id": "e-1", "type": "conversion", "assignment_id": decision["assignment_id"], "value": 29.90,
+         "occurred_at": iso(NOW)},
+        {"event_id": "e-2", "type": "open", "experiment": "spring-email", "subject_id": "c-123",
+         "occurred_at": NOW.astimezone(timezone(timedelta(hours=1))).isoformat()},
+    ])
+    assert answer["accepted"] == 2 and answer["duplicates"] == 0 and answer["rejected"] == 0
+    assert [r["status"] for r in answer["results"]] == ["accepted", "accepted"]
+    assert [r["attribution"] for r in answer["results"]] == ["assignment", "subject"]
+    row = summary(app, decision["assignment_id"])
+    assert row is not None and row.conversions == 1 and row.opens == 1 and row.revenue == pytest.approx(29.90)
+
+
+def test_retries_and_in_batch_duplicates_are_stored_once(app: Any, running: Any) -> None:
+    decision = running.assign("spring-email", "c-1")
+    events = [{"event_id": f"x-{i}", "type": "click", "assignment_id": decision["assignment_id"],
+               "occurred_at": iso(NOW)} for i in range(3)]
+    first = running.send_events(events + [events[0]])
+    assert (first["accepted"], first["duplicates"]) == (3, 1)
+    again = running.send_events(events)
+    assert (again["accepted"], again["duplicates"]) == (0, 3)
+    assert count(app, Event) == 3
+    assert summary(app, decision["assignment_id"]).clicks == 3  # type: ignore[union-attr]
+
+
+def test_per_event_rejections_keep_the_rest(app: Any, running: Any) -> None:
+    decision = running.assign("spring-email", "c-1")
+    aid = decision["assignment_id"]
+    events: list[Any] = [
+        {"event_id": "ok", "type": "click", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "no-type", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "naive", "type": "click", "assignment_id": aid, "occurred_at": "2026-11-24T10:00:00"},
+        {"event_id": "future", "type": "click", "assignment_id": aid, "occurred_at": iso(NOW + timedelta(days=2))},
+        {"event_id": "bad-value", "type": "conversion", "assignment_id": aid, "value": "lots",
+         "occurred_at": iso(NOW)},
+        {"event_id": "nowhere", "type": "click", "occurred_at": iso(NOW)},
+        {"event_id": "undeclared", "type": "purchase", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "custom", "type": "coupon_used", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "ghost-exp", "type": "click", "experiment": "ghost", "subject_id": "c-1",
+         "occurred_at": iso(NOW)},
+        "not an object",
+    ]
+    answer = running.send_events(events)
+    by_id = {r["event_id"]: r for r in answer["results"]}
+    assert by_id["ok"]["status"] == "accepted" and by_id["custom"]["status"] == "accepted"
+    reasons = {
+        "no-type": "type is required", "naive": "time zone", "future": "future", "bad-value": "finite number",
+        "nowhere": "assignment_id, or experiment and subject_id", "undeclared": "purchase",
+        "ghost-exp": "unknown experiment",
+    }
+    for event_id, fragment in reasons.items():
+        assert by_id[event_id]["status"] == "rejected" and fragment in by_id[event_id]["reason"], by_id[event_id]
+    assert answer["results"][-1]["status"] == "rejected" and answer["results"][-1]["event_id"] is None
+    assert (answer["accepted"], answer["rejected"]) == (2, 8)
+
+
+def test_malformed_envelope_fails_the_whole_batch(app: Any, running: Any) -> None:
+    response = running.call("POST", "/v1/events", scope="channel", json={"evnts": []})
+    assert response.status_code == 422
+    app.config["NEXTBEST_MAX_EVENTS_PER_BATCH"] = 2
+    response = running.call("POST", "/v1/events", scope="channel", json={"events": [{}, {}, {}]})
+    assert response.status_code == 413
+
+
+def test_attribution_window_edges_by_assignment(app: Any, running: Any) -> None:
+    decision = running.assign("spring-email", "c-1")
+    created = NOW - timedelta(hours=5)
+    backdate(app, decision["assignment_id"], created)
+    aid = decision["assignment_id"]
+    answer = running.send_events([
+        {"event_id": "edge", "type": "click", "assignment_id": aid, "occurred_at": iso(created + timedelta(hours=1))},
+        {"event_id": "late", "type": "click", "assignment_id": aid,
+         "occurred_at": iso(created + timedelta(hours=1, microseconds=1))},
+        {"event_id": "early", "type": "click", "assignment_id": aid,
+         "occurred_at": iso(created - timedelta(minutes=10))},
+        {"event_id": "unknown", "type": "click", "assignment_id": "0" * 32, "occurred_at": iso(NOW)},
+    ])
+    by_id = {r["event_id"]: r for r in answer["results"]}
+    assert by_id["edge"]["attribution"] == "assignment"
+    assert by_id["late"]["attribution"] == "unattributed" and by_id["late"]["reason"] == "outside_attribution_window"
+    assert by_id["early"]["reason"] == "before_decision"
+    assert by_id["unknown"]["reason"] == "unknown_assignment"
+    assert answer["accepted"] == 4  # unattributed events are kept, never dropped
+    assert summary(app, aid).clicks == 1  # type: ignore[union-attr]
+    report = running.report("spring-email")
+    assert sum(report["unattributed_events"].values()) == 2  # the unknown assignment has no experiment
+
+
+def test_subject_attribution_picks_the_decision_whose_window_covers_the_event(app: Any, running: Any) -> None:
+    old = running.assign("spring-email", "c-9")
+    new = running.assign("spring-email", "c-9")
+    backdate(app, old["assignment_id"], NOW - timedelta(hours=3))
+    backdate(app, new["assignment_id"], NOW - timedelta(minutes=30))
+    answer = running.send_events([
+        # arrives late and out of order: happened between the two decisions, inside the old one's window
+        {"event_id": "between", "type": "open", "experiment": "spring-email", "subject_id": "c-9",
+         "occurred_at": iso(NOW - timedelta(hours=2, minutes=30))},
+        {"event_id": "recent", "type": "open", "experiment": "spring-email", "subject_id": "c-9",
+         "occurred_at": iso(NOW - timedelta(minutes=5))},
+        {"event_id": "gap", "type": "open", "experiment": "spring-email", "subject_id": "c-9",
+         "occurred_at": iso(NOW - timedelta(hours=1))},
+        {"event_id": "stranger", "type": "open", "experiment": "spring-email", "subject_id": "nobody",
+         "occurred_at": iso(NOW)},
+    ])
+    by_id = {r["event_id"]: r for r in answer["results"]}
+    assert by_id["between"]["attribution"] == "subject"
+    assert by_id["recent"]["attribution"] == "subject"
+    assert by_id["gap"]["reason"] == "outside_attribution_window"
+    assert by_id["stranger"]["reason"] == "no_decision_for_subject"
+    assert summary(app, old["assignment_id"]).opens == 1  # type: ignore[union-attr]
+    assert summary(app, new["assignment_id"]).opens == 1  # type: ignore[union-attr]
+
+
+def test_repeated_events_count_once_in_rates_and_fully_in_sums(app: Any, running: Any) -> None:
+    decision = running.assign("spring-email", "c-1")
+    aid = decision["assignment_id"]
+    running.send_events([
+        {"event_id": f"o{i}", "type": "open", "assignment_id": aid, "occurred_at": iso(NOW)} for i in range(3)
+    ] + [
+        {"event_id": "c1", "type": "conversion", "assignment_id": aid, "value": 10, "occurred_at": iso(NOW)},
+        {"event_id": "c2", "type": "conversion", "assignment_id": aid, "value": 20, "occurred_at": iso(NOW)},
+    ])
+    report = running.report("spring-email")
+    arm = next(a for a in report["arms"] if a["arm"] == decision["arm"])
+    assert arm["decisions"] == 1
+    assert arm["reached"]["open"] == 1 and arm["event_counts"]["open"] == 3
+    revenue = next(m for m in report["metrics"] if m["metric"] == "revenue_per_decision")
+    row = next(a for a in revenue["arms"] if a["arm"] == decision["arm"])
+    assert row["value"] == pytest.approx(30.0)
+
+
+@pytest.mark.postgres
+def test_concurrent_duplicate_batches_store_once(app: Any, running: Any, database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("real concurrent connections: PostgreSQL only")
+    decisions = running.assign_batch("spring-email", [{"subject_id": f"s{i}"} for i in range(200)])
+    events = [{"event_id": f"ev-{d['assignment_id']}-{k}", "type": "click", "assignment_id": d["assignment_id"],
+               "occurred_at": iso(NOW)} for d in decisions for k in range(2)]
+    apps = [create_app({"DATABASE_URL": database_url}) for _ in range(4)]
+    barrier = threading.Barrier(len(apps))
+    answers: list[dict[str, Any]] = []
+
+    def send(worker: Any) -> None:
+        client = worker.test_client()
+        barrier.wait()
+        response = client.post("/v1/events", json={"events": events}, headers=running.headers("channel"))
+        assert response.status_code == 200, response.get_json()
+        answers.append(response.get_json())
+
+    threads = [threading.Thread(target=send, args=(a,)) for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(a["accepted"] for a in answers) == len(events)
+    assert sum(a["duplicates"] for a in answers) == 3 * len(events)
+    assert count(app, Event) == len(events)
+    with db_module.get_db(app).session() as session:
+        total = session.scalar(select(func.sum(DecisionOutcome.clicks)))
+    assert total == len(events)
+    for worker in apps:
+        db_module.get_db(worker).dispose()
+
+
+def test_erasure_removes_every_row_of_the_subject(app: Any, running: Any) -> None:
+    keep = running.assign("spring-email", "keeper")
+    gone = [running.assign("spring-email", "leaver") for _ in range(3)]
+    running.send_events([
+        {"event_id": f"g{i}", "type": "click", "assignment_id": d["assignment_id"], "occurred_at": iso(NOW)}
+        for i, d in enumerate(gone)
+    ] + [{"event_id": "k", "type": "click", "assignment_id": keep["assignment_id"], "occurred_at": iso(NOW)},
+         {"event_id": "stray", "type": "open", "experiment": "spring-email", "subject_id": "leaver",
+          "occurred_at": iso(NOW - timedelta(days=30))}])
+    assert running.call("DELETE", "/v1/subjects/leaver", scope="analyst").status_code == 403
+    response = running.call("DELETE", "/v1/subjects/leaver", scope="admin")
+    assert response.status_code == 200
+    assert response.get_json()["erased"]["decisions"] == 3
+    with db_module.get_db(app).engine.connect() as conn:
+        for table in ("assignments", "events"):
+            rows = conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE subject_id = 'leaver'")).scalar()
+            assert rows == 0, table
+        ids = tuple(d["assignment_id"] for d in gone)
+        left = conn.execute(select(func.count()).select_from(DecisionOutcome).where(
+            DecisionOutcome.assignment_id.in_(ids))).scalar()
+        assert left == 0
+        audit_rows = conn.execute(select(AuditEntry.details).where(AuditEntry.action == "erase_subject")).fetchall()
+    assert len(audit_rows) == 1 and "leaver" not in repr(audit_rows)
+    assert count(app, Assignment) == 1 and summary(app, keep["assignment_id"]) is not None
