@@ -137,6 +137,10 @@ class Policy:
             ctx = [ctx[i] for i in keep] if ctx is not None else None
         return policy._fit(ctx, chosen, reward, partial=False)
 
+    def __repr__(self) -> str:
+        state = "trained" if self.trained else "cold"
+        return f"Policy({self._spec.name!r}, arms={list(self._arms)!r}, {state})"
+
     # ------------------------------------------------------------ properties
 
     @property
@@ -204,10 +208,7 @@ class Policy:
         chosen = prop.sample(p, rng)
         propensity = p[np.arange(len(p)), chosen].tolist()
         arms = self._arms
-        if self.contextual:
-            rows = p.tolist()
-        else:  # every row is the same vector
-            rows = [tuple(p[0].tolist())] * len(p) if len(p) else []
+        rows = _rows_as_tuples(p) if self.contextual else [tuple(p[0].tolist())] * len(p) if len(p) else []
         return [Decision(arms[i], q, dict(zip(arms, row))) for i, q, row in zip(chosen.tolist(), propensity, rows)]
 
     # ------------------------------------------------------------ learning
@@ -258,7 +259,8 @@ class Policy:
             raise ValueError(f"policy state format must be {STATE_FORMAT!r}, got {got!r}")
         if state["policy"] != spec.name:
             raise ValueError(f"state belongs to policy {state['policy']!r}, the spec names {spec.name!r}")
-        encoder = Encoder.from_state(features, state["encoder"])
+        # A context-free policy never fits its encoder, so changed features do not matter to it.
+        encoder = Encoder.from_state(features, state["encoder"]) if spec.contextual else Encoder.cold(features)
         model = mw.load(spec, _seed(state["seed"]), state["model"])
         arms = _arm_list(state["arms"])
         missing = [arm for arm in arms if arm not in model.arms]
@@ -332,6 +334,19 @@ class Policy:
             x = np.hstack([np.ones((len(chosen), 1)), encoder.encode(contexts)])
         model = mw.fit(self._model, np.asarray(chosen, dtype=str), reward, x, partial=partial)
         return Policy(self._spec, self._features, self._arms, model, encoder)
+
+
+def _rows_as_tuples(p: np.ndarray) -> list[tuple[float, ...]]:
+    """Rows of p as Python tuples, converting each distinct row once (argmax rules repeat a few rows)."""
+    if len(p) < 64:
+        return [tuple(row) for row in p.tolist()]
+    fingerprint = p @ np.linspace(1.0, 2.0, p.shape[1])
+    _, first, inverse = np.unique(fingerprint, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if 4 * len(first) > len(p) or not np.array_equal(p[first][inverse], p):
+        return [tuple(row) for row in p.tolist()]
+    distinct = [tuple(row) for row in p[first].tolist()]
+    return [distinct[i] for i in inverse.tolist()]
 
 
 def _policy_spec(spec: PolicySpec | Mapping[str, Any]) -> PolicySpec:

@@ -75,7 +75,8 @@ def reward_for(definition: RewardDefinition, outcome: OutcomeSummary) -> float |
         if not outcome.window_closed:
             return None
         if outcome.ltv_adjusted_value is None or not math.isfinite(outcome.ltv_adjusted_value):
-            raise ValueError(f"an ltv_adjusted reward needs a finite ltv_adjusted_value, got {outcome.ltv_adjusted_value}")
+            got = outcome.ltv_adjusted_value
+            raise ValueError(f"an ltv_adjusted reward needs a finite ltv_adjusted_value, got {got}")
         return float(outcome.ltv_adjusted_value)
     if outcome.counts.get(definition.event, 0) > 0:
         return float(outcome.revenue) if definition.value == "revenue" else 1.0

@@ -127,7 +127,10 @@ def main() -> None:
 
     print(f"simulating {args.customers:,} customers took {t_sim:.2f} s (seed {args.seed}); "
           f"times are the best of {REPEATS} runs\n")
-    header = f"{'data':<26} {'customers':>10} {'transactions':>13} {'summarise s':>12} {'BG/NBD s':>9} {'Gamma-Gamma s':>14} {'total s':>8}"
+    header = (
+        f"{'data':<26} {'customers':>10} {'transactions':>13} {'summarise s':>12} "
+        f"{'BG/NBD s':>9} {'Gamma-Gamma s':>14} {'total s':>8}"
+    )
     print(header)
     print("-" * len(header))
     for name, n_cust, n_tx, ts, tb, tg in rows:
@@ -140,9 +143,11 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name in ("r", "alpha", "a", "b"):
-        print(f"BG/NBD {name:<9} {getattr(cd_bg, name):>17.4f} {getattr(ex_bg, name):>14.4f} {getattr(dl_bg, name):>10.4f}")
+        true, exact_fit, daily_fit = (getattr(fit, name) for fit in (cd_bg, ex_bg, dl_bg))
+        print(f"BG/NBD {name:<9} {true:>17.4f} {exact_fit:>14.4f} {daily_fit:>10.4f}")
     for name in ("p", "q", "v"):
-        print(f"Gamma-Gamma {name:<4} {getattr(cd_gg, name):>17.4f} {getattr(ex_gg, name):>14.4f} {getattr(dl_gg, name):>10.4f}")
+        true, exact_fit, daily_fit = (getattr(fit, name) for fit in (cd_gg, ex_gg, dl_gg))
+        print(f"Gamma-Gamma {name:<4} {true:>17.4f} {exact_fit:>14.4f} {daily_fit:>10.4f}")
     print(f"{'converged':<16} {str(cd_bg.converged and cd_gg.converged):>17} "
           f"{str(ex_bg.converged and ex_gg.converged):>14} {str(dl_bg.converged and dl_gg.converged):>10}")
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .numbers import finite_float
 from .spec import FeatureSpec
 
 
@@ -38,7 +38,7 @@ def check_context(features: Sequence[FeatureSpec], context: Mapping[str, Any] | 
                 problems.append(ContextProblem(where, f"required {feature.type} feature is missing"))
             continue
         if feature.type == "numeric":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if finite_float(value) is None:
                 problems.append(ContextProblem(where, f"expected a finite number, got {type(value).__name__}"))
         elif not isinstance(value, (str, int)) or isinstance(value, bool):
             problems.append(ContextProblem(where, f"expected a category (string or integer), got {type(value).__name__}"))
@@ -59,7 +59,4 @@ def covariate_value(context: Mapping[str, Any] | None, name: str | None) -> floa
     """The CUPED covariate from the context, when the experiment names one and it is a finite number."""
     if not name or not context:
         return None
-    value = context.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    return finite_float(context.get(name))

@@ -2,7 +2,8 @@
 
 One row is one logged decision. Columns:
 
-- `subject_id`, `arm` (an arm key or an arm's name, case-insensitive): required;
+- `subject_id`, `arm` (an arm key or an arm's name, case-insensitive): required
+  (data without subject ids may ask for one generated per line: `line-<n>`);
 - `decided_at` (ISO 8601 with offset; default: the import time);
 - `propensity` (default: the arm's configured share);
 - `context.<feature>`: context values (a JSON line may instead carry a `context` object);
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .numbers import finite_float
 from .outcomes import parse_timestamp
 
 MAX_COUNT = 10_000
@@ -73,7 +75,7 @@ def read_records(data: bytes, fmt: str) -> Iterator[tuple[int, Mapping[str, Any]
         reader = csv.DictReader(io.StringIO(text))
         for record in reader:
             line = reader.line_num
-            yield line, record, json.dumps(record, sort_keys=True)
+            yield line, record, json.dumps({str(k): v for k, v in record.items()}, sort_keys=True)
     elif fmt == "ndjson":
         for number, raw in enumerate(text.splitlines(), start=1):
             if not raw.strip():
@@ -96,15 +98,15 @@ def _number(value: Any, name: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a number")
     if isinstance(value, (int, float)):
-        number = float(value)
+        number = finite_float(value)
     else:
         text = str(value).strip()
         try:
-            number = float(text)
+            number = finite_float(float(text))
         except ValueError:
             raise ValueError(f"{name} must be a number, got {text[:30]!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite")
+    if number is None:
+        raise ValueError(f"{name} must be a finite number")
     return number
 
 
@@ -139,6 +141,7 @@ def parse_history(
     mapping: Mapping[str, str],
     now: datetime,
     max_rows: int,
+    generate_subject_ids: bool = False,
 ) -> ParsedHistory:
     """Validate each record; `arms` maps lower-cased arm keys and names to arm keys."""
     result = ParsedHistory()
@@ -158,6 +161,8 @@ def parse_history(
                 continue
             target = mapping.get(column, column)
             renamed[target] = value
+        if generate_subject_ids and "subject_id" not in renamed:
+            renamed["subject_id"] = f"line-{line}"  # data without ids (e.g. Hillstrom): one subject per row
         try:
             if "__extra__" in renamed:
                 raise ValueError("more fields than header columns")

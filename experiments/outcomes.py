@@ -8,11 +8,12 @@ values of conversion events; values on other types are stored but not summed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from .numbers import finite_float
 
 # Channel systems' clocks drift; an event stamped this much before its decision still belongs to it.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -89,9 +90,9 @@ def parse_event(raw: Any) -> IncomingEvent:
     channel = _text(raw, "channel", limit=64)
     value = raw.get("value")
     if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        value = finite_float(value)
+        if value is None:
             raise ValueError("value must be a finite number")
-        value = float(value)
     if assignment_id is None and (experiment is None or subject_id is None):
         raise ValueError("an event needs assignment_id, or experiment and subject_id")
     assert event_id is not None and event_type is not None

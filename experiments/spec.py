@@ -109,7 +109,7 @@ class FeatureSpec(_Strict):
 class BanditAllocation(_Strict):
     type: Literal["bandit"]
     policy: PolicySpec
-    features: list[FeatureSpec] = Field(default_factory=list, max_length=200)
+    features: list[FeatureSpec] = Field(default_factory=list, max_length=200, validate_default=True)
     holdout: float = Field(default=0.0, ge=0, le=0.5, description="share of decisions allocated uniformly at random")
     refit_interval_seconds: int = Field(default=300, ge=1, le=86400 * 7)
     training_window_days: int | None = Field(

@@ -11,6 +11,7 @@ discounted period by period, is the customer's expected future value.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -140,7 +141,7 @@ def summarise_transactions(
     subject_ids: ArrayLike,
     timestamps: ArrayLike,
     amounts: ArrayLike,
-    calibration_end: Any,
+    calibration_end: np.datetime64 | dt.date | str,
     time_unit: TimeUnit = "W",
 ) -> tuple[np.ndarray, RfmSummary]:
     """Reduce a transaction log to one RFM row per customer, the models' only input.
@@ -159,11 +160,13 @@ def summarise_transactions(
     money = np.asarray(amounts, dtype=np.float64)
     if ids.ndim != 1 or days.ndim != 1 or money.ndim != 1:
         raise ValueError(
-            f"subject_ids, timestamps and amounts must be one-dimensional, got shapes {ids.shape}, {days.shape}, {money.shape}"
+            "subject_ids, timestamps and amounts must be one-dimensional, "
+            f"got shapes {ids.shape}, {days.shape}, {money.shape}"
         )
     if not (ids.shape == days.shape == money.shape):
         raise ValueError(
-            f"subject_ids, timestamps and amounts must have equal lengths, got {ids.shape[0]}, {days.shape[0]}, {money.shape[0]}"
+            "subject_ids, timestamps and amounts must have equal lengths, "
+            f"got {ids.shape[0]}, {days.shape[0]}, {money.shape[0]}"
         )
     if not np.all(np.isfinite(money)):
         raise ValueError(f"amounts must be finite, got {money[~np.isfinite(money)][0]}")
@@ -249,63 +252,80 @@ class BgNbdFit:
 
 @dataclass(frozen=True, slots=True)
 class _Cohort:
-    """Summary arrays prepared once per fit."""
+    """Summary arrays prepared once per fit, split by whether x > 0."""
 
-    x: NDArray[np.int64]
-    tx: FloatArray
-    T: FloatArray
+    n: int
     x_counts: FloatArray  # customers per frequency value 0..max
-    has_repeat: bool
+    age_zero: FloatArray  # T of customers with x == 0
+    x: NDArray[np.int64]  # x, t_x, T of customers with x > 0
+    tx: FloatArray
+    age: FloatArray
 
 
 def _cohort(summary: RfmSummary) -> _Cohort:
     x = summary.frequency
     counts = np.bincount(x).astype(np.float64) if x.size else np.zeros(1)
-    return _Cohort(x, summary.recency, summary.T, counts, bool(x.size and x.max() > 0))
+    repeat = x > 0
+    return _Cohort(len(summary), counts, summary.T[~repeat], x[repeat], summary.recency[repeat], summary.T[repeat])
+
+
+def _dot(a: NDArray[Any], b: NDArray[Any]) -> float:
+    """Inner product of two per-customer arrays in one thread.
+
+    BLAS (behind `@`) splits long inner products across threads, which stall
+    each other and other work when the machine's cores are busy; einsum does not.
+    """
+    return float(np.einsum("i,i->", a, b))
 
 
 def _bgnbd_negll(theta: FloatArray, c: _Cohort) -> tuple[float, FloatArray]:
     """Mean negative log-likelihood and its gradient in log-parameters."""
     r, alpha, a, b = np.exp(theta)
     k = np.arange(c.x_counts.size, dtype=np.float64)
-    n = c.x.size
-    # Terms that depend on x only, summed with the customer counts per x:
-    # log Gamma(r+x)/Gamma(r) + r log alpha + log B(a, b+x)/B(a, b)   (FHL 2005, eq. 6)
-    gl = special.gammaln
+    # FHL 2005, eq. 6:
+    #   L = B(a, b+x)/B(a, b) Gamma(r+x) alpha^r / Gamma(r)
+    #       * [ (alpha+T)^-(r+x) + [x>0] a/(b+x-1) (alpha+t_x)^-(r+x) ]
+    # Terms that depend on x only are summed with the customer counts per x.
+    gl, dg = special.gammaln, special.digamma
     ll_x = gl(r + k) - gl(r) + r * math.log(alpha) + gl(a + b) + gl(b + k) - gl(b) - gl(a + b + k)
-    dg = special.digamma
     d_r_x = dg(r + k) - dg(r) + math.log(alpha)
     d_a_x = dg(a + b) - dg(a + b + k)
     d_b_x = dg(a + b) + dg(b + k) - dg(b) - dg(a + b + k)
-    with np.errstate(divide="ignore"):
-        log_b1 = np.where(k > 0, np.log(np.maximum(b + k - 1.0, 1e-300)), np.inf)
-    inv_b1 = np.where(k > 0, 1.0 / np.maximum(b + k - 1.0, 1e-300), 0.0)
+    total = c.x_counts @ ll_x
+    g_r = c.x_counts @ d_r_x
+    g_alpha = c.n * r / alpha
+    g_a = c.x_counts @ d_a_x
+    g_b = c.x_counts @ d_b_x
 
+    # x == 0: only "alive at T", -r log(alpha+T).
+    log_aT0 = np.log(alpha + c.age_zero)
+    total -= r * log_aT0.sum()
+    g_r -= log_aT0.sum()
+    g_alpha -= r * (1.0 / (alpha + c.age_zero)).sum()
+
+    # x > 0: log of the bracket = -(r+x) log(alpha+T) + log1p(e^d), with d the log-odds
+    # of "dropped after the last purchase": log a - log(b+x-1) + (r+x) log((alpha+T)/(alpha+t_x)).
+    k1 = np.maximum(k - 1.0, 0.0) + b  # b + x - 1 for x >= 1
+    log_b1, inv_b1 = np.log(k1), 1.0 / k1
     rx = r + c.x
-    log_aT = np.log(alpha + c.T)
-    log_atx = np.log(alpha + c.tx)
-    # Alive at T:  -(r+x) log(alpha+T)
-    # Dropped after the last purchase (x > 0):  log a - log(b+x-1) - (r+x) log(alpha+t_x)
-    l_alive = -rx * log_aT
-    l_dead = math.log(a) - log_b1[c.x] - rx * log_atx
-    ll_i = np.logaddexp(l_alive, l_dead)
-    w = np.exp(l_dead - ll_i)  # share of the "dropped" branch, 0 when x == 0
-    u = 1.0 - w
+    log_aT = np.log(alpha + c.age)
+    log_ratio = log_aT - np.log(alpha + c.tx)
+    d = math.log(a) - log_b1[c.x] + rx * log_ratio
+    w = special.expit(d)  # probability of the "dropped" branch
+    total += -_dot(rx, log_aT) + np.logaddexp(0.0, d).sum()
+    g_r += -log_aT.sum() + _dot(w, log_ratio)
+    g_alpha -= _dot(rx, (1.0 - w) / (alpha + c.age) + w / (alpha + c.tx))
+    g_a += w.sum() / a
+    g_b -= _dot(w, inv_b1[c.x])
 
-    total = float(c.x_counts @ ll_x + ll_i.sum())
-    g_r = c.x_counts @ d_r_x - (u @ log_aT + w @ log_atx)
-    g_alpha = c.x_counts.sum() * r / alpha - rx @ (u / (alpha + c.T) + w / (alpha + c.tx))
-    sum_w = w.sum()
-    g_a = c.x_counts @ d_a_x + sum_w / a
-    g_b = c.x_counts @ d_b_x - w @ inv_b1[c.x]
     grad = np.array([g_r * r, g_alpha * alpha, g_a * a, g_b * b])
-    return -total / n, -grad / n
+    return -float(total) / c.n, -grad / c.n
 
 
-def _bgnbd_start(c: _Cohort) -> FloatArray:
+def _bgnbd_start(summary: RfmSummary) -> FloatArray:
     """Moment-based start: gamma moments of the observed rates, Beta(1, 3) dropout."""
-    age = np.maximum(c.T, 1e-9)
-    rate = c.x / age
+    age = np.maximum(summary.T, 1e-9)
+    rate = summary.frequency / age
     mean = max(float(rate.mean()), 1e-6)
     # Var(x/T) = Var(lambda) + E[lambda / T]: remove the Poisson noise.
     var_lambda = float(rate.var()) - float(np.mean(rate / age))
@@ -324,7 +344,7 @@ def _minimise(fun: Any, start: FloatArray, args: tuple[Any, ...]) -> optimize.Op
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
-        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20},
+        options={"maxiter": 1000, "ftol": 1e-13, "gtol": 1e-7, "maxcor": 20},
     )
 
 
@@ -362,9 +382,9 @@ def fit_bgnbd(summary: RfmSummary) -> BgNbdFit:
     if n == 0:
         return BgNbdFit(math.nan, math.nan, math.nan, math.nan, math.nan, 0, False, "NO_CUSTOMERS")
     c = _cohort(summary)
-    if not c.has_repeat:
+    if c.x.size == 0:
         return BgNbdFit(math.nan, math.nan, math.nan, math.nan, math.nan, n, False, "NO_REPEAT_PURCHASES")
-    result = _minimise(_bgnbd_negll, _bgnbd_start(c), (c,))
+    result = _minimise(_bgnbd_negll, _bgnbd_start(summary), (c,))
     r, alpha, a, b = (float(v) for v in np.exp(result.x))
     return BgNbdFit(r, alpha, a, b, -float(result.fun) * n, n, _converged(_bgnbd_negll, result, (c,)))
 
@@ -386,7 +406,11 @@ def _log_odds_dropped(fit: BgNbdFit, x: FloatArray, tx: FloatArray, age: FloatAr
 
 
 def probability_alive(fit: BgNbdFit, summary: RfmSummary) -> FloatArray:
-    """Probability each customer is still active at the end of calibration (FHL 2005, eq. 9 denominator)."""
+    """Probability each customer is still active at the end of calibration, to target the ones at risk.
+
+    P(alive) = 1 / (1 + [x>0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x)) (Fader, Hardie & Lee 2008,
+    "Computing P(alive) using the BG/NBD model"), evaluated through its log-odds.
+    """
     x = summary.frequency.astype(np.float64)
     return special.expit(-_log_odds_dropped(fit, x, summary.recency, summary.T))
 
@@ -396,13 +420,16 @@ def _one_minus_scaled_2f1_over(a: float, b: float, r: float, x: FloatArray, z: F
 
     2F1(A, B; C; z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z) turns the product into
     (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z): parameters that stay small as x
-    grows, and an exact 0 at a == 1 handled by the symmetric limit.
+    grows (the overflow Fader & Hardie 2013, "Overcoming the BG/NBD model's #NUM!
+    error problem", work around), and an exact 0 at a == 1 handled by the symmetric limit.
     """
     log1mz = np.log1p(-z)
 
     def at(a_: float) -> FloatArray:
-        f_minus_1 = special.hyp2f1(a_ + b - 1.0 - r, a_ - 1.0, a_ + b + x - 1.0, z) - 1.0
-        return (-np.expm1((a_ - 1.0) * log1mz) - np.exp((a_ - 1.0) * log1mz) * f_minus_1) / (a_ - 1.0)
+        # Parameters far outside any converged fit (a ~ 1e5) can overflow 2F1: NaN, not a warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            f_minus_1 = special.hyp2f1(a_ + b - 1.0 - r, a_ - 1.0, a_ + b + x - 1.0, z) - 1.0
+            return (-np.expm1((a_ - 1.0) * log1mz) - np.exp((a_ - 1.0) * log1mz) * f_minus_1) / (a_ - 1.0)
 
     if abs(a - 1.0) < 1e-6:
         # Near a = 1 the ratio is 0/0; the mean of a = 1 -+ h is exact to O(h^2).
@@ -415,7 +442,8 @@ def expected_purchases(fit: BgNbdFit, summary: RfmSummary, horizon: float | Arra
     """Expected purchases of each customer in the next `horizon` time units, given their history.
 
     FHL 2005, eq. 10. `horizon` may be an array that broadcasts against the
-    customers (e.g. shape (k, 1) for k horizons).
+    customers (e.g. shape (k, 1) for k horizons). NaN when the fit has no
+    parameters (see BgNbdFit.error) or parameters too extreme to evaluate.
     """
     t = np.asarray(horizon, dtype=np.float64)
     if np.any(~(t >= 0)):
@@ -479,16 +507,18 @@ def _gg_inputs(frequency: ArrayLike, monetary_value: ArrayLike) -> tuple[NDArray
     money = np.asarray(monetary_value, dtype=np.float64)
     if freq.ndim != 1 or money.shape != freq.shape:
         raise ValueError(
-            f"frequency and monetary_value must be one-dimensional of equal length, got shapes {freq.shape}, {money.shape}"
+            "frequency and monetary_value must be one-dimensional of equal length, "
+            f"got shapes {freq.shape}, {money.shape}"
         )
     as_float = freq.astype(np.float64)
     if np.any(~(as_float >= 0)) or np.any(as_float != np.round(as_float)):
-        raise ValueError(f"frequency must hold whole numbers >= 0, got {as_float[(as_float != np.round(as_float)) | ~(as_float >= 0)][0]}")
+        bad = as_float[(as_float != np.round(as_float)) | ~(as_float >= 0)][0]
+        raise ValueError(f"frequency must hold whole numbers >= 0, got {bad}")
     return as_float.astype(np.int64), money
 
 
-def _gg_negll(theta: FloatArray, x: NDArray[np.int64], x_counts: FloatArray, xm: FloatArray) -> tuple[float, FloatArray]:
-    """Mean negative log-likelihood of the mean spends (up to -sum log m) and its gradient in log-parameters."""
+def _gg_negll(theta: FloatArray, x: FloatArray, x_counts: FloatArray, xm: FloatArray) -> tuple[float, FloatArray]:
+    """Mean negative log-likelihood of the mean spends (less sum log m), with its gradient in log-parameters."""
     p, q, v = np.exp(theta)
     k = np.arange(x_counts.size, dtype=np.float64)
     k[0] = 1.0  # no customer has x == 0 here; keeps the x-tables finite
@@ -503,8 +533,8 @@ def _gg_negll(theta: FloatArray, x: NDArray[np.int64], x_counts: FloatArray, xm:
     px = p * x
     log1p_v_xm = np.log1p(v / xm)
     log1p_xm_v = np.log1p(xm / v)
-    total = x_counts @ ll_x - px @ log1p_v_xm - q * log1p_xm_v.sum()
-    g_p = x_counts @ d_p_x - x @ log1p_v_xm
+    total = x_counts @ ll_x - _dot(px, log1p_v_xm) - q * log1p_xm_v.sum()
+    g_p = x_counts @ d_p_x - _dot(x, log1p_v_xm)
     g_q = x_counts @ d_q_x - log1p_xm_v.sum()
     g_v = ((q * xm / v - px) / (v + xm)).sum()
     n = x.size
@@ -527,7 +557,7 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary_value: ArrayLike) -> GammaGam
     if x.size == 0:
         return GammaGammaFit(math.nan, math.nan, math.nan, math.nan, 0, False, "NO_REPEAT_PURCHASES", excluded)
 
-    args = (x, np.bincount(x).astype(np.float64), x * m)
+    args = (x.astype(np.float64), np.bincount(x).astype(np.float64), x * m)
     # Start: p = 1, q = 3 and v matching the observed mean spend, p v / (q - 1).
     start = np.log([1.0, 3.0, 2.0 * float(m.mean())])
     result = _minimise(_gg_negll, start, args)
@@ -542,10 +572,11 @@ def expected_average_value(fit: GammaGammaFit, frequency: ArrayLike, monetary_va
 
     E[Z | p, q, v, x, m] = (v + x m) p / (p x + q - 1)  (Fader, Hardie & Lee 2005b, eq. 4);
     the population mean for customers with no repeat purchase; inf where it does not exist.
+    A mean repeat spend below 0 (net refunds) counts as 0.
     """
     freq, money = _gg_inputs(frequency, monetary_value)
     x = freq.astype(np.float64)
-    m = np.where(freq > 0, money, 0.0)
+    m = np.where(freq > 0, np.maximum(money, 0.0), 0.0)
     denom = fit.p * x + fit.q - 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
         value = (fit.v + x * m) * fit.p / denom
@@ -586,7 +617,7 @@ def customer_lifetime_value(
         block = summary.take(slice(lo, lo + _BLOCK))
         cumulative = expected_purchases(bgnbd, block, grid)
         per_period = np.diff(cumulative, axis=0, prepend=0.0)
-        discounted[lo : lo + _BLOCK] = discount @ per_period
+        discounted[lo : lo + _BLOCK] = np.einsum("k,kn->n", discount, per_period)
     return discounted * expected_average_value(gg, summary.frequency, summary.monetary_value)
 
 

@@ -65,7 +65,8 @@ class ReportInput:
     """Everything one A/B report is built from.
 
     ``metrics`` names built-in metrics (``experiments.spec.METRICS``) and ``<event>_rate`` for
-    custom event types; the service adds the custom ones it knows from the experiment spec.
+    custom event types; the service adds the custom ones it knows from the experiment spec. The
+    decision metric is always reported; ``ltv_adjusted_value`` only when some arm has ``ltv_value``.
     """
 
     experiment: str

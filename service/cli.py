@@ -110,7 +110,9 @@ def keys_revoke(ident: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default=None,
               help="default: from the file extension")
 @click.option("--columns", default=None, help="rename source columns, e.g. segment:arm,visit:click,spend:revenue")
-def import_history(experiment: str, file: Path, fmt: str | None, columns: str | None) -> None:
+@click.option("--generate-subject-ids", is_flag=True, help="no subject_id column: one subject per row (line-<n>)")
+def import_history(experiment: str, file: Path, fmt: str | None, columns: str | None,
+                   generate_subject_ids: bool) -> None:
     """Import logged decisions and their outcomes from CSV or JSON lines."""
     from .history import import_file
 
@@ -118,7 +120,8 @@ def import_history(experiment: str, file: Path, fmt: str | None, columns: str | 
     _require_migrated(database)
     fmt = fmt or ("ndjson" if file.suffix in (".ndjson", ".jsonl") else "csv")
     with database.session() as session:
-        result = import_file(session, experiment, file.read_bytes(), fmt, columns)
+        result = import_file(session, experiment, file.read_bytes(), fmt, columns,
+                             generate_subject_ids=generate_subject_ids)
     click.echo(json.dumps(result, indent=2))
 
 

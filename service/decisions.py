@@ -21,13 +21,13 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from experiments.bucketing import in_holdout, uniform_arm, unit_position
 from experiments.context import ContextError, covariate_value, validated_context
 from experiments.spec import BanditAllocation
 
+from .bulk import bulk_write
 from .clock import utcnow
 from .errors import ApiError
 from .ids import new_ids
@@ -143,8 +143,8 @@ def _decide_bandit(runtime: ExperimentRuntime, requests: Sequence[Request], cont
 def store(session: Session, outcomes: Sequence[Outcome]) -> None:
     """Write the logged decisions in one bulk statement, before anyone sees their ids."""
     rows = [o.row for o in outcomes if o.row is not None]
-    if rows:
-        session.execute(insert(Assignment), rows)
+    for start in range(0, len(rows), 50_000):
+        bulk_write(session, Assignment, rows[start:start + 50_000])
 
 
 def to_json(runtime: ExperimentRuntime, outcome: Outcome) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from experiments.context import covariate_value
@@ -18,16 +17,16 @@ from experiments.spec import BanditAllocation
 
 from .clock import utcnow
 from .errors import ApiError
-from .ingest import insert_builder
+from .bulk import bulk_write
 from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event
 from .store import experiments as store
 
 _COUNTERS = {"open": "opens", "click": "clicks", "conversion": "conversions", "unsubscribe": "unsubscribes"}
-_CHUNK = 5000
+_CHUNK = 20_000
 
 
 def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str | None = None,
-                max_rows: int = 2_000_000, actor: str = "cli") -> dict[str, Any]:
+                max_rows: int = 2_000_000, actor: str = "cli", generate_subject_ids: bool = False) -> dict[str, Any]:
     """Validate and store every good row; answer with counts and the rejected line numbers."""
     experiment = store.get(session, key)
     spec = store.spec_of(experiment)
@@ -47,7 +46,8 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
     now = utcnow()
     try:
         parsed = parse_history(read_records(data, fmt), arms=arms, shares=shares, event_types=spec.event_types,
-                               mapping=columns, now=now, max_rows=max_rows)
+                               mapping=columns, now=now, max_rows=max_rows,
+                               generate_subject_ids=generate_subject_ids)
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
 
@@ -89,16 +89,15 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
                 })
         outcomes.append(summary)
 
-    insert_ignoring = insert_builder(session)
     new_ids: set[str] = set()
-    stmt = insert_ignoring(Assignment).on_conflict_do_nothing(index_elements=["id"]).returning(Assignment.id)
     for start in range(0, len(decisions), _CHUNK):
-        new_ids.update(session.scalars(stmt, decisions[start:start + _CHUNK]).all())
+        new_ids.update(bulk_write(session, Assignment, decisions[start:start + _CHUNK], conflict=["id"],
+                                  on_conflict="nothing", returning="id"))
     fresh = lambda rows: [r for r in rows if r["assignment_id"] in new_ids]  # noqa: E731
     for model, rows in ((Event, fresh(events)), (DecisionOutcome, fresh(outcomes)),
                         (DecisionCustomOutcome, fresh(custom))):
         for start in range(0, len(rows), _CHUNK):
-            session.execute(insert(model), rows[start:start + _CHUNK])
+            bulk_write(session, model, rows[start:start + _CHUNK])
     store.audit(session, experiment, actor, "import", rows=len(parsed.rows), imported=len(new_ids),
                 rejected=len(parsed.rejected))
     return {

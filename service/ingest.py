@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from experiments.outcomes import (
@@ -28,6 +28,7 @@ from experiments.outcomes import (
 )
 from experiments.spec import BUILTIN_EVENTS
 
+from .bulk import bulk_write
 from .clock import utcnow
 from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment
 
@@ -67,15 +68,6 @@ class BatchResult:
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
                 "results": self.results}
-
-
-def insert_builder(session: Session) -> Any:
-    """The dialect's INSERT that knows ON CONFLICT (PostgreSQL and SQLite both do)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -238,15 +230,11 @@ def ingest(session: Session, raw_events: Sequence[Any], now: datetime | None = N
 
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     """Insert, skipping event_ids already stored; returns the ids this call inserted."""
-    if not rows:
-        return set()
     rows = sorted(rows, key=lambda r: r["event_id"])
-    insert = insert_builder(session)
-    stmt = insert(Event).on_conflict_do_nothing(index_elements=["event_id"]).returning(Event.event_id)
-    inserted: set[str] = set()
-    for chunk in _chunks(rows, 1000):
-        inserted.update(session.scalars(stmt, list(chunk)).all())
-    return inserted
+    return set(bulk_write(session, Event, rows, conflict=["event_id"], on_conflict="nothing", returning="event_id"))
+
+
+_SUMMED = ("opens", "clicks", "conversions", "unsubscribes", "custom", "revenue")
 
 
 def update_summaries(session: Session, rows: list[dict[str, Any]], decisions: dict[str, DecisionInfo | None],
@@ -261,12 +249,7 @@ def update_summaries(session: Session, rows: list[dict[str, Any]], decisions: di
         info = experiments[decision.experiment_id]
         entry = summary.get(decision.id)
         if entry is None:
-            entry = summary[decision.id] = {
-                "assignment_id": decision.id, "experiment_id": decision.experiment_id, "arm_key": decision.arm_key,
-                "day": decision.created_at.date(), "propensity": decision.propensity, "holdout": decision.holdout,
-                "covariate": decision.covariate, "opens": 0, "clicks": 0, "conversions": 0, "unsubscribes": 0,
-                "custom": 0, "revenue": 0.0, "first_reward_at": None, "updated_at": now,
-            }
+            entry = summary[decision.id] = new_summary(decision, now)
         column = _COUNTERS.get(row["type"])
         if column is not None:
             entry[column] += 1
@@ -282,34 +265,21 @@ def update_summaries(session: Session, rows: list[dict[str, Any]], decisions: di
         if row["type"] == info.reward_event:
             first = entry["first_reward_at"]
             entry["first_reward_at"] = row["occurred_at"] if first is None else min(first, row["occurred_at"])
-    insert = insert_builder(session)
-    if summary:
-        stmt = insert(DecisionOutcome)
-        ex = stmt.excluded
-        t = DecisionOutcome
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["assignment_id"],
-            set_={
-                "opens": t.opens + ex.opens, "clicks": t.clicks + ex.clicks,
-                "conversions": t.conversions + ex.conversions, "unsubscribes": t.unsubscribes + ex.unsubscribes,
-                "custom": t.custom + ex.custom, "revenue": t.revenue + ex.revenue,
-                "first_reward_at": case(
-                    (t.first_reward_at.is_(None), ex.first_reward_at),
-                    (ex.first_reward_at.is_not(None) & (ex.first_reward_at < t.first_reward_at), ex.first_reward_at),
-                    else_=t.first_reward_at,
-                ),
-                "updated_at": ex.updated_at,
-            },
-        )
-        ordered = [summary[k] for k in sorted(summary)]
-        for chunk in _chunks(ordered, 1000):
-            session.execute(stmt, list(chunk))
-    if custom:
-        stmt = insert(DecisionCustomOutcome)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["assignment_id", "event_type"],
-            set_={"count": DecisionCustomOutcome.count + stmt.excluded.count},
-        )
-        ordered = [custom[k] for k in sorted(custom)]
-        for chunk in _chunks(ordered, 1000):
-            session.execute(stmt, list(chunk))
+    write_summaries(session, [summary[k] for k in sorted(summary)], [custom[k] for k in sorted(custom)])
+
+
+def new_summary(decision: DecisionInfo, now: datetime) -> dict[str, Any]:
+    return {
+        "assignment_id": decision.id, "experiment_id": decision.experiment_id, "arm_key": decision.arm_key,
+        "day": decision.created_at.date(), "propensity": decision.propensity, "holdout": decision.holdout,
+        "covariate": decision.covariate, "opens": 0, "clicks": 0, "conversions": 0, "unsubscribes": 0,
+        "custom": 0, "revenue": 0.0, "first_reward_at": None, "updated_at": now,
+    }
+
+
+def write_summaries(session: Session, summaries: list[dict[str, Any]], custom: list[dict[str, Any]]) -> None:
+    """Merge per-decision increments into the summaries, in key order (no deadlocks between batches)."""
+    bulk_write(session, DecisionOutcome, summaries, conflict=["assignment_id"], on_conflict="merge",
+               add=_SUMMED, keep_min=["first_reward_at"])
+    bulk_write(session, DecisionCustomOutcome, custom, conflict=["assignment_id", "event_type"],
+               on_conflict="merge", add=["count"])

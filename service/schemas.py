@@ -200,9 +200,14 @@ class ImportQuery(BaseModel):
         default=None, max_length=4000,
         description="rename source columns first, e.g. segment:arm,visit:click,spend:revenue,recency:context.recency",
     )
+    generate_subject_ids: bool = Field(
+        default=False, description="data without a subject_id column: one subject per row, named line-<n>"
+    )
 
 
 class ImportResult(BaseModel):
+    """Counts, and the rejected rows by line number."""
+
     imported: int
     duplicates: int
     events: int

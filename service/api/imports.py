@@ -40,6 +40,7 @@ def import_history(path: ExperimentPath, query: ImportQuery) -> Response:
         raise ApiError(422, "the body is empty")
     session = db.session()
     result = import_file(session, path.key, data, fmt, query.columns,
-                         max_rows=int(current_app.config["NEXTBEST_MAX_IMPORT_ROWS"]), actor=current_caller().name)
+                         max_rows=int(current_app.config["NEXTBEST_MAX_IMPORT_ROWS"]), actor=current_caller().name,
+                         generate_subject_ids=query.generate_subject_ids)
     session.commit()
     return jsonify(result)

@@ -68,7 +68,7 @@ def test_categorical_one_hot_and_unseen_or_missing_is_all_zeros() -> None:
 def test_vocabulary_grows_append_only_on_refit() -> None:
     first = Encoder.cold(FEATURES).fit(TRAIN)
 
-    second = first.fit([{"recency": 2, "channel": "sms"}, {"recency": 2, "channel": "sms"}, {"recency": 2, "channel": "app"}])
+    second = first.fit([{"recency": 2, "channel": c} for c in ("sms", "sms", "app")])
 
     assert second.columns[2:] == ("channel=web", "channel=email", "channel=sms", "channel=app")
     x = second.encode([{"recency": 0, "channel": "email"}])

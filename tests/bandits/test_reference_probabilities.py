@@ -133,7 +133,8 @@ def test_three_arm_thompson_matches_numerical_integration_and_mabwiser_sampling(
 def test_identical_thompson_posteriors_get_exactly_equal_shares() -> None:
     chosen = ["a", "b", "c", "c"]
     rewards = [1, 1, 0, 0]
-    policy = Policy.train({"name": "thompson_sampling", "exploration_floor": 0}, [], ["a", "b", "c"], None, chosen, rewards)
+    ts = {"name": "thompson_sampling", "exploration_floor": 0}
+    policy = Policy.train(ts, [], ["a", "b", "c"], None, chosen, rewards)
 
     p = policy.probabilities()[0]
 
@@ -179,7 +180,8 @@ def test_lin_ucb_is_the_argmax_of_the_ridge_upper_bound() -> None:
     x_train = _design(log.contexts, log.contexts)
     model = _ridge(x_train, log.arms, log.rewards)
     rng = np.random.default_rng(0)
-    probes = PROBES + [{"recency": int(r), "channel": CHANNELS[int(c)]} for r, c in zip(rng.integers(1, 13, 30), rng.integers(0, 3, 30))]
+    pairs = zip(rng.integers(1, 13, 30).tolist(), rng.integers(0, 3, 30).tolist())
+    probes = PROBES + [{"recency": r, "channel": CHANNELS[c]} for r, c in pairs]
     x = _design(probes, log.contexts)
 
     p = policy.probabilities(probes)
@@ -244,6 +246,7 @@ def test_softmax_probabilities_are_the_boltzmann_distribution() -> None:
 def test_ties_split_evenly() -> None:
     chosen = ["a", "b", "c"]
     rewards = [1.0, 1.0, 0.0]
-    policy = Policy.train({"name": "epsilon_greedy", "epsilon": 0.0, "exploration_floor": 0}, [], ["a", "b", "c"], None, chosen, rewards)
+    greedy = {"name": "epsilon_greedy", "epsilon": 0.0, "exploration_floor": 0}
+    policy = Policy.train(greedy, [], ["a", "b", "c"], None, chosen, rewards)
 
     assert policy.probabilities()[0].tolist() == [0.5, 0.5, 0.0]

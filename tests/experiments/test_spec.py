@@ -156,14 +156,14 @@ def test_fewer_than_two_arms_is_refused() -> None:
 
 def test_duplicate_arm_keys_are_refused_naming_the_key() -> None:
     arms = [{"key": "control", "is_control": True}, {"key": "mens"}, {"key": "mens"}]
-    assert_refused(spring_email(arms=arms, allocation={"type": "fixed"}), (),
+    assert_refused(spring_email(arms=arms, allocation={"type": "fixed"}), ("arms",),
                    "arm keys must be unique", "'mens' appears twice")
 
 
 @pytest.mark.parametrize("controls, found", [((), 0), (("control", "mens"), 2)])
 def test_exactly_one_control_arm(controls: tuple[str, ...], found: int) -> None:
     arms = [{"key": key, "is_control": key in controls} for key in ("control", "mens", "womens")]
-    assert_refused(spring_email(arms=arms), (), "is_control", f"found {found}")
+    assert_refused(spring_email(arms=arms), ("arms",), "exactly one arm must have is_control", f"found {found}")
 
 
 @pytest.mark.parametrize("key", ["Mens", "mens e-mail", "-mens", "", "a" * 65, "mëns"])
@@ -188,12 +188,12 @@ def test_is_slug(value: str, expected: bool) -> None:
 
 def test_weights_missing_an_arm_are_refused_naming_it() -> None:
     spec = spring_email(allocation={"type": "fixed", "weights": {"control": 1, "mens": 1}})
-    assert_refused(spec, (), "weights must name every arm", "missing ['womens']", "unknown []")
+    assert_refused(spec, ("allocation",), "weights must name every arm", "missing ['womens']", "unknown []")
 
 
 def test_weights_naming_an_unknown_arm_are_refused_naming_it() -> None:
     spec = spring_email(allocation={"type": "fixed", "weights": {"control": 1, "mens": 1, "womens": 1, "kids": 1}})
-    assert_refused(spec, (), "weights must name every arm", "missing []", "unknown ['kids']")
+    assert_refused(spec, ("allocation",), "weights must name every arm", "missing []", "unknown ['kids']")
 
 
 @pytest.mark.parametrize("weight, shown", [(0, "0"), (-1, "-1"), (float("nan"), "nan"), (float("inf"), "inf")])
@@ -237,7 +237,7 @@ def test_policy_takes_exactly_its_own_parameters(name: str, param: str) -> None:
         assert isinstance(parsed.allocation, BanditAllocation)
         assert parsed.allocation.policy.params() == {param: PARAM_VALUES[param]}
     else:
-        assert_refused(spec, ("allocation", "bandit", "policy"),
+        assert_refused(spec, ("allocation", "bandit", "policy", param),
                        f"policy {name!r} takes no parameter {param!r}")
 
 
@@ -278,15 +278,24 @@ def test_holdout_share_range(holdout: float, ok: bool) -> None:
 
 
 @pytest.mark.parametrize("name", ["lin_ucb", "lin_ts", "lin_greedy"])
-def test_contextual_policy_without_features_is_refused(name: str) -> None:
+def test_contextual_policy_with_an_empty_feature_list_is_refused(name: str) -> None:
+    spec = spring_email(allocation={"type": "bandit", "policy": {"name": name}, "features": []})
+    assert_refused(spec, ("allocation", "bandit", "features"), f"policy {name!r} is contextual",
+                   "at least one feature")
+
+
+@pytest.mark.parametrize("name", ["lin_ucb", "lin_ts", "lin_greedy"])
+def test_contextual_policy_without_a_features_key_is_refused(name: str) -> None:
     spec = spring_email(allocation={"type": "bandit", "policy": {"name": name}})
-    assert_refused(spec, ("allocation", "bandit"), f"policy {name!r} is contextual", "at least one feature")
+    assert_refused(spec, ("allocation", "bandit", "features"), f"policy {name!r} is contextual",
+                   "at least one feature")
 
 
 def test_duplicate_feature_names_are_refused() -> None:
     allocation = copy.deepcopy(LIN_UCB)
     allocation["features"].append({"name": "recency", "type": "categorical"})
-    assert_refused(spring_email(allocation=allocation), ("allocation", "bandit"), "feature names must be unique")
+    assert_refused(spring_email(allocation=allocation), ("allocation", "bandit", "features"),
+                   "feature names must be unique")
 
 
 def test_features_on_a_non_contextual_policy_are_allowed() -> None:
@@ -310,7 +319,7 @@ def test_bad_feature_is_refused_at_its_field(feature: dict[str, Any], field: str
 # --- reward and events ------------------------------------------------------------
 
 def test_reward_event_must_be_built_in_or_declared() -> None:
-    assert_refused(spring_email(reward={"event": "purchase"}), (),
+    assert_refused(spring_email(reward={"event": "purchase"}), ("reward",),
                    "reward event 'purchase' is neither built in nor a custom event")
 
 
@@ -327,8 +336,13 @@ def test_ltv_reward_does_not_need_a_known_event() -> None:
 
 @pytest.mark.parametrize("event", BUILTIN_EVENTS)
 def test_custom_event_may_not_shadow_a_built_in(event: str) -> None:
-    assert_refused(spring_email(custom_events=["purchase", event]), (),
+    assert_refused(spring_email(custom_events=["purchase", event]), ("custom_events",),
                    f"custom event {event!r} is a built-in event type")
+
+
+def test_custom_events_must_be_unique() -> None:
+    assert_refused(spring_email(custom_events=["purchase", "purchase"]), ("custom_events",),
+                   "custom events must be unique")
 
 
 def test_custom_event_must_be_a_slug() -> None:

@@ -45,7 +45,9 @@ from reports.clv import (
 
 CDNOW = Path(__file__).resolve().parents[3] / "shared" / "data" / "cdnow"
 CALIBRATION_END = np.datetime64("1997-09-30")
-PUBLISHED_BGNBD = BgNbdFit(r=0.243, alpha=4.414, a=0.793, b=2.426, log_likelihood=-9582.4, n_customers=2357, converged=True)
+PUBLISHED_BGNBD = BgNbdFit(
+    r=0.243, alpha=4.414, a=0.793, b=2.426, log_likelihood=-9582.4, n_customers=2357, converged=True
+)
 PUBLISHED_GG = GammaGammaFit(p=6.25, q=3.74, v=15.44, log_likelihood=math.nan, n_customers=946)
 
 
@@ -106,7 +108,7 @@ def _posterior_by_integration(fit: BgNbdFit, x: int, tx: float, age: float, t: f
     """P(alive) and E[Y(t)] by integrating the individual-level BG/NBD over Gamma x Beta.
 
     Individual likelihood (1-p)^x l^x e^(-l T) + [x>0] p (1-p)^(x-1) l^x e^(-l t_x)
-    and, for an active customer, E[Y(t) | l, p] = (1 - e^(-l p t)) / p  ([FHL05] eqs. 3, 8).
+    and, for an active customer, E[Y(t) | l, p] = (1 - e^(-l p t)) / p  ([FHL05], individual level).
     """
     r, alpha, a, b = fit.r, fit.alpha, fit.a, fit.b
     alive_rate = _gamma_expect(lambda lam: lam**x * math.exp(-lam * age), r, alpha)
@@ -158,7 +160,15 @@ def test_summary_reproduces_published_cdnow_calibration_rows(sample: tuple[np.nd
 def test_summary_merges_same_day_purchases_and_ignores_later_ones() -> None:
     ids = np.array(["b", "a", "a", "a", "a", "b", "c"])
     when = np.array(
-        ["2024-01-08T18:00", "2024-01-01T09:00", "2024-01-01T17:30", "2024-01-15", "2024-01-15", "2024-02-10", "2024-03-01"],
+        [
+            "2024-01-08T18:00",
+            "2024-01-01T09:00",
+            "2024-01-01T17:30",
+            "2024-01-15",
+            "2024-01-15",
+            "2024-02-10",
+            "2024-03-01",
+        ],
         dtype="datetime64[m]",
     )
     amount = np.array([5.0, 10.0, 2.0, 3.0, 4.0, 99.0, 1.0])
@@ -378,7 +388,8 @@ def test_gamma_gamma_likelihood_and_mean_match_numerical_integration(
             return h(nu) * math.exp(log_gamma_pdf(m, g.p * x, x * nu) + log_gamma_pdf(nu, g.q, g.v))
 
         mode = g.q / g.v
-        return sum(integrate.quad(inner, lo, hi, limit=200, epsabs=0, epsrel=1e-11)[0] for lo, hi in ((0, mode), (mode, np.inf)))
+        pieces = ((0, mode), (mode, np.inf))
+        return sum(integrate.quad(inner, lo, hi, limit=200, epsabs=0, epsrel=1e-11)[0] for lo, hi in pieces)
 
     total = sum(c * math.log(density(x, m)) for (x, m), c in zip(pairs.T, counts, strict=True))
     assert total == pytest.approx(g.log_likelihood, abs=1e-4)
@@ -429,7 +440,8 @@ def test_clv_model_round_trips_through_json(sample: tuple[np.ndarray, RfmSummary
     model = fit_clv_model(s)
     restored = ClvModel.from_dict(json.loads(json.dumps(model.to_dict(), allow_nan=False)))
     assert restored == model
-    np.testing.assert_array_equal(restored.lifetime_value(s, 12, 0.01, 52 / 12), model.lifetime_value(s, 12, 0.01, 52 / 12))
+    monthly = (12, 0.01, 52 / 12)  # a year of months at 1% a month, in weeks
+    np.testing.assert_array_equal(restored.lifetime_value(s, *monthly), model.lifetime_value(s, *monthly))
 
     degenerate = ClvModel(fit_bgnbd(s.take(s.frequency == 0)), fit_gamma_gamma([0], [0.0]), "W")
     stored = json.dumps(degenerate.to_dict(), allow_nan=False)  # NaN is stored as null
