@@ -139,6 +139,9 @@ def _register_blueprints(app: OpenAPI) -> None:
 
     for module in (health, experiments, decisions, events, imports, reports, subjects):
         app.register_api(module.api)
+    from .dashboard import bp as dashboard
+
+    app.register_blueprint(dashboard)
     for endpoint, scope in _declared_scopes().items():
         app.config["ENDPOINT_SCOPES"][endpoint] = scope
 

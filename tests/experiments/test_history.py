@@ -288,26 +288,24 @@ def hillstrom_lines() -> list[str]:
         return [next(handle).rstrip("\n") for _ in range(HILLSTROM_ROWS + 1)]
 
 
-def parse_hillstrom(lines: list[str]) -> ParsedHistory:
+def parse_hillstrom(lines: list[str], generate_subject_ids: bool = True) -> ParsedHistory:
     data = ("\n".join(lines) + "\n").encode()
     return parse_history(read_records(data, "csv"), arms=HILLSTROM_ARMS, shares=THIRDS,
                          event_types=BUILTIN_EVENTS, mapping=parse_mapping(HILLSTROM_MAPPING), now=NOW,
-                         max_rows=1_000_000)
+                         max_rows=1_000_000, generate_subject_ids=generate_subject_ids)
 
 
-def with_subject_ids(lines: list[str]) -> list[str]:
-    """The file has no customer id; number the customers h-1, h-2, ... by data row."""
-    return [f"subject_id,{lines[0]}", *(f"h-{i},{line}" for i, line in enumerate(lines[1:], start=1))]
+needs_hillstrom = pytest.mark.skipif(not HILLSTROM.exists(), reason="shared Hillstrom data is not present")
 
 
-@pytest.mark.skipif(not HILLSTROM.exists(), reason="shared Hillstrom data is not present")
+@needs_hillstrom
 def test_hillstrom_rows_all_import_and_match_pandas() -> None:
-    lines = hillstrom_lines()
-    result = parse_hillstrom(with_subject_ids(lines))
+    result = parse_hillstrom(hillstrom_lines())
     assert result.rejected == []
     assert result.ignored_columns == []
     assert len(result.rows) == HILLSTROM_ROWS
     assert [r.line for r in result.rows] == list(range(2, HILLSTROM_ROWS + 2))
+    assert [r.subject_id for r in result.rows] == [f"line-{n}" for n in range(2, HILLSTROM_ROWS + 2)]
     assert {r.propensity for r in result.rows} == {1 / 3}
     assert {r.decided_at for r in result.rows} == {NOW}
 
@@ -336,21 +334,33 @@ def test_hillstrom_rows_all_import_and_match_pandas() -> None:
     assert not any("open" in r.counts or "unsubscribe" in r.counts for r in result.rows)
 
 
-@pytest.mark.skipif(not HILLSTROM.exists(), reason="shared Hillstrom data is not present")
+@needs_hillstrom
 def test_hillstrom_first_row_as_parsed() -> None:
     # recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,visit,conversion,spend
     # 10,2) $100 - $200,142.44,1,0,Surburban,0,Phone,Womens E-Mail,0,0,0
-    row = parse_hillstrom(with_subject_ids(hillstrom_lines())).rows[0]
-    assert (row.subject_id, row.arm, row.counts, row.revenue) == ("h-1", "womens", {}, 0.0)
+    row = parse_hillstrom(hillstrom_lines()).rows[0]
+    assert (row.line, row.subject_id, row.arm, row.counts, row.revenue) == (2, "line-2", "womens", {}, 0.0)
     assert row.context == {"recency": 10, "history_segment": "2) $100 - $200", "history": 142.44, "mens": 1,
                            "womens": 0, "zip_code": "Surburban", "newbie": 0, "channel": "Phone"}
 
 
-@pytest.mark.skipif(not HILLSTROM.exists(), reason="shared Hillstrom data is not present")
-def test_hillstrom_imports_as_published_with_the_documented_mapping() -> None:
-    data = ("\n".join(hillstrom_lines()) + "\n").encode()
-    result = parse_history(read_records(data, "csv"), arms=HILLSTROM_ARMS, shares=THIRDS,
-                           event_types=BUILTIN_EVENTS, mapping=parse_mapping(HILLSTROM_MAPPING), now=NOW,
-                           max_rows=1_000_000, generate_subject_ids=True)
-    assert result.rejected == []
-    assert len(result.rows) == HILLSTROM_ROWS
+@needs_hillstrom
+def test_hillstrom_without_generated_ids_is_refused_row_by_row() -> None:
+    result = parse_hillstrom(hillstrom_lines(), generate_subject_ids=False)
+    assert result.rows == []
+    assert result.rejected == [{"line": n, "reason": "subject_id is required"} for n in range(2, HILLSTROM_ROWS + 2)]
+
+
+def test_generated_ids_never_replace_a_given_subject_id() -> None:
+    data = csv_text("subject_id,arm", "c-1,mens", ",mens").encode()
+    result = parse_history(read_records(data, "csv"), arms=ARMS, shares=SHARES, event_types=BUILTIN_EVENTS,
+                           mapping={}, now=NOW, max_rows=10, generate_subject_ids=True)
+    assert [r.subject_id for r in result.rows] == ["c-1"]
+    assert result.rejected == [{"line": 3, "reason": "subject_id is required"}]
+
+
+def test_generated_ids_apply_after_the_mapping() -> None:
+    data = csv_text("cust,arm", "c-1,mens").encode()
+    result = parse_history(read_records(data, "csv"), arms=ARMS, shares=SHARES, event_types=BUILTIN_EVENTS,
+                           mapping={"cust": "subject_id"}, now=NOW, max_rows=10, generate_subject_ids=True)
+    assert [r.subject_id for r in result.rows] == ["c-1"]
