@@ -17,8 +17,9 @@ TIE_TOLERANCE = 1e-12
 # state): standard error sqrt(p(1-p)/M) <= 0.0016.
 TS_DRAWS = 100_000
 
-# Monte Carlo draws per context for linear Thompson sampling: standard error
-# sqrt(p(1-p)/M) <= 0.016 per context and arm.
+# Monte Carlo draws per distinct context for linear Thompson sampling: standard
+# error sqrt(p(1-p)/M) <= 0.016 per context and arm; about 20,000 distinct
+# contexts per second with 10 arms on one core.
 LINTS_DRAWS = 1_000
 
 # Upper bound on the floats one Monte Carlo chunk holds (about 32 MB).

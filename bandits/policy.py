@@ -201,14 +201,17 @@ class Policy:
         return _choice.expected_rewards(self._model, self._arms, x, rows)
 
     def decide(self, contexts: Contexts | None, rng: np.random.Generator, n: int = 1) -> list[Decision]:
-        """Choose one arm per context by sampling from ``probabilities``; the propensity is exact."""
+        """Choose one arm per context by sampling from ``probabilities``; the propensity is exact.
+
+        Without contexts (context-free policies only) make ``n`` decisions.
+        """
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy Generator, got {type(rng).__name__}")
         p = self.probabilities(contexts, n)
         chosen = prop.sample(p, rng)
         propensity = p[np.arange(len(p)), chosen].tolist()
         arms = self._arms
-        rows = _rows_as_tuples(p) if self.contextual else [tuple(p[0].tolist())] * len(p) if len(p) else []
+        rows = _rows_as_tuples(p)
         return [Decision(arms[i], q, dict(zip(arms, row))) for i, q, row in zip(chosen.tolist(), propensity, rows)]
 
     # ------------------------------------------------------------ learning
@@ -337,7 +340,7 @@ class Policy:
 
 
 def _rows_as_tuples(p: np.ndarray) -> list[tuple[float, ...]]:
-    """Rows of p as Python tuples, converting each distinct row once (argmax rules repeat a few rows)."""
+    """Rows of p as Python tuples, converting each distinct row once (most policies repeat a few rows)."""
     if len(p) < 64:
         return [tuple(row) for row in p.tolist()]
     fingerprint = p @ np.linspace(1.0, 2.0, p.shape[1])

@@ -93,8 +93,10 @@ def parse_event(raw: Any) -> IncomingEvent:
         value = finite_float(value)
         if value is None:
             raise ValueError("value must be a finite number")
-    if assignment_id is None and (experiment is None or subject_id is None):
-        raise ValueError("an event needs assignment_id, or experiment and subject_id")
+    global_unsubscribe = event_type == "unsubscribe" and subject_id is not None and channel is not None
+    if assignment_id is None and (experiment is None or subject_id is None) and not global_unsubscribe:
+        raise ValueError("an event needs assignment_id, or experiment and subject_id "
+                         "(an unsubscribe may instead name subject_id and channel)")
     assert event_id is not None and event_type is not None
     return IncomingEvent(event_id=event_id, type=event_type, occurred_at=occurred_at, assignment_id=assignment_id,
                          experiment=experiment, subject_id=subject_id, value=value, channel=channel)

@@ -215,6 +215,11 @@ class ExperimentSpec(_Strict):
         controls = [arm.key for arm in arms if arm.is_control]
         if len(controls) != 1:
             raise ValueError(f"exactly one arm must have is_control: true, found {len(controls)}")
+        if not any(arm.enabled for arm in arms):
+            raise ValueError("at least one arm must be enabled")
+        names = [arm.name.strip().lower() for arm in arms if arm.name]
+        if len(set(names)) != len(names):
+            raise ValueError("arm names must be unique (imports match arms by name)")
         return arms
 
     @field_validator("allocation")

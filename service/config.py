@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_DB_STATEMENT_TIMEOUT_MS": 30_000,
     "NEXTBEST_SECRET_KEY": None,  # signs dashboard sessions; random per process when unset
     "NEXTBEST_LOG_LEVEL": "INFO",
+    "NEXTBEST_CONTACT_POLICY": "",  # global default contact policy, JSON in the experiment spec's shape
 }
 
 _NUMERIC = {k for k, v in DEFAULTS.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -1,13 +1,173 @@
-"""Contact policy in the shell: fetch each subject's history in bulk, let the core judge."""
+"""Contact policy in the shell: read each subject's contact history in bulk, let the core judge.
+
+Per request (or per batch, with IN lists) it reads: active suppressions (a
+primary-key lookup), and only when a policy needs them, the subject's recent
+decisions on the channel across all experiments, the latest conversion, and
+the arms of this experiment the subject already converted on.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from flask import current_app, has_app_context
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from experiments.contact import ContactHistory, ContactVerdict, check_contact, longest_cap_window, parse_timezone
+from experiments.spec import ContactPolicy
 
-def verdicts(session: Session, runtime: Any, requests: Sequence[Any]) -> dict[int, Any]:
-    """Refusals by request index; empty while no contact policy applies."""
-    return {}
+from .bulk import bulk_write
+from .clock import utcnow
+from .errors import ApiError
+from .models import Assignment, Event, SuppressedRequest, Suppression
+
+_CHUNK = 900
+
+
+def global_policy() -> ContactPolicy | None:
+    """The operator's default policy (NEXTBEST_CONTACT_POLICY, JSON), combined with each experiment's own."""
+    raw = current_app.config.get("NEXTBEST_CONTACT_POLICY") if has_app_context() else None
+    if not raw:
+        return None
+    return ContactPolicy.model_validate(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datetime | None = None) -> dict[int, Any]:
+    """Refusals by request index for a running experiment."""
+    if runtime.status != "running" or not requests:
+        return {}
+    now = now or utcnow()
+    policies = [p for p in (global_policy(), runtime.spec.contact_policy) if p is not None]
+    subjects = sorted({r.subject_id for r in requests})
+    channel_of = {r.subject_id: r.channel for r in requests}
+    unsubscribed = _suppressions(session, subjects)
+    need_history = bool(policies)
+    recent: dict[str, list[datetime]] = {}
+    conversions: dict[str, datetime] = {}
+    converted_arms: dict[str, set[str]] = {}
+    if need_history:
+        window = longest_cap_window(policies)
+        if window:
+            recent = _recent_decisions(session, subjects, channel_of, now - timedelta(seconds=window))
+        if any(p.cooldown_after_conversion_seconds for p in policies):
+            conversions = _last_conversions(session, subjects)
+        if any(p.exclude_converted_arms for p in policies):
+            converted_arms = _converted_arms(session, runtime.id, subjects)
+    refused: dict[int, ContactVerdict] = {}
+    for index, request in enumerate(requests):
+        left = unsubscribed.get(request.subject_id, frozenset())
+        if not policies and not (request.channel and request.channel in left):
+            continue
+        timezone = (request.context or {}).get("timezone") if request.context else None
+        if timezone is not None:
+            try:
+                parse_timezone(str(timezone))
+            except ValueError as exc:
+                raise ApiError(422, str(exc), details=[{"field": "context.timezone"}]) from None
+        history = ContactHistory(
+            recent_decisions=recent.get(request.subject_id, ()),
+            last_conversion_at=conversions.get(request.subject_id),
+            unsubscribed_channels=frozenset(left),
+            converted_arms=frozenset(converted_arms.get(request.subject_id, ())),
+            timezone=str(timezone) if timezone else None,
+        )
+        verdict = check_contact(policies, request.channel, history, now, runtime.enabled_arms)
+        if not verdict.allowed:
+            refused[index] = verdict
+        elif verdict.excluded_arms:
+            refused[index] = verdict  # allowed, with arms to leave out
+    return refused
+
+
+def _suppressions(session: Session, subjects: list[str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for start in range(0, len(subjects), _CHUNK):
+        chunk = subjects[start:start + _CHUNK]
+        for subject, channel in session.execute(
+            select(Suppression.subject_id, Suppression.channel).where(Suppression.subject_id.in_(chunk))
+        ):
+            found[subject].add(channel)
+    return found
+
+
+def _recent_decisions(session: Session, subjects: list[str], channel_of: dict[str, str | None],
+                      since: datetime) -> dict[str, list[datetime]]:
+    found: dict[str, list[datetime]] = defaultdict(list)
+    for start in range(0, len(subjects), _CHUNK):
+        chunk = subjects[start:start + _CHUNK]
+        for subject, channel, created in session.execute(
+            select(Assignment.subject_id, Assignment.channel, Assignment.created_at)
+            .where(Assignment.subject_id.in_(chunk), Assignment.created_at > since)
+        ):
+            if channel == channel_of.get(subject):
+                found[subject].append(created)
+    return found
+
+
+def _last_conversions(session: Session, subjects: list[str]) -> dict[str, datetime]:
+    found: dict[str, datetime] = {}
+    for start in range(0, len(subjects), _CHUNK):
+        chunk = subjects[start:start + _CHUNK]
+        for subject, last in session.execute(
+            select(Event.subject_id, func.max(Event.occurred_at))
+            .where(Event.subject_id.in_(chunk), Event.type == "conversion").group_by(Event.subject_id)
+        ):
+            found[subject] = last if last.tzinfo else last.replace(tzinfo=utcnow().tzinfo)
+    return found
+
+
+def _converted_arms(session: Session, experiment_id: int, subjects: list[str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for start in range(0, len(subjects), _CHUNK):
+        chunk = subjects[start:start + _CHUNK]
+        for subject, arm in session.execute(
+            select(Assignment.subject_id, Assignment.arm_key).join(Event, Event.assignment_id == Assignment.id)
+            .where(Assignment.subject_id.in_(chunk), Assignment.experiment_id == experiment_id,
+                   Event.type == "conversion")
+        ):
+            found[subject].add(arm)
+    return found
+
+
+def count_suppressed(session: Session, experiment_id: int, reasons: Sequence[str], now: datetime) -> None:
+    """Add refused requests to the daily counts by reason."""
+    counts: dict[str, int] = defaultdict(int)
+    for reason in reasons:
+        counts[reason] += 1
+    rows = [{"experiment_id": experiment_id, "day": now.date(), "reason": r, "count": c}
+            for r, c in sorted(counts.items())]
+    bulk_write(session, SuppressedRequest, rows, conflict=["experiment_id", "day", "reason"], on_conflict="merge",
+               add=["count"])
+
+
+def suppress_unsubscribed(session: Session, accepted_events: Sequence[dict[str, Any]],
+                          channels: dict[str, str | None]) -> int:
+    """Every accepted unsubscribe suppresses its subject on its channel, for every experiment, at once."""
+    rows = {}
+    for event in accepted_events:
+        if event["type"] != "unsubscribe" or not event.get("subject_id"):
+            continue
+        channel = event.get("channel") or channels.get(event["event_id"])
+        if not channel:
+            continue
+        rows[(event["subject_id"], channel)] = {
+            "subject_id": event["subject_id"], "channel": channel, "reason": "unsubscribed",
+            "source_event_id": event["event_id"], "created_at": event["received_at"],
+        }
+    bulk_write(session, Suppression, [rows[k] for k in sorted(rows)], conflict=["subject_id", "channel"],
+               on_conflict="nothing")
+    return len(rows)
+
+
+def resubscribe(session: Session, subject_id: str, channel: str) -> bool:
+    """Lift a channel suppression (the documented way back after an unsubscribe)."""
+    row = session.get(Suppression, (subject_id, channel))
+    if row is None:
+        return False
+    session.delete(row)
+    return True

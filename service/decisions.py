@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from experiments.bucketing import in_holdout, uniform_arm, unit_position
+from experiments.bucketing import Splitter, in_holdout, uniform_arm, unit_position
 from experiments.context import ContextError, covariate_value, validated_context
 from experiments.spec import BanditAllocation
 
@@ -94,17 +94,28 @@ def decide(runtime: ExperimentRuntime, requests: Sequence[Request], suppressed: 
         return [Outcome(r.subject_id, arm, None, reason=_DEFAULT_REASONS[runtime.status]) for r in requests]
     contexts = check_contexts(runtime, requests)
     outcomes: list[Outcome | None] = [None] * len(requests)
+    excluded: dict[int, frozenset[str]] = {}
     for index, verdict in suppressed.items():
+        if verdict.allowed:
+            excluded[index] = frozenset(verdict.excluded_arms)
+            continue
         outcomes[index] = Outcome(requests[index].subject_id, None, None, reason=verdict.reason, no_offer=True,
                                   retry_after=verdict.retry_after)
     live = [i for i in range(len(requests)) if outcomes[i] is None]
     if runtime.splitter is not None:
         splitter = runtime.splitter
         for i in live:
-            arm = splitter.arm_at(unit_position(runtime.salt, requests[i].subject_id))
-            outcomes[i] = Outcome(requests[i].subject_id, arm, splitter.shares[arm])
+            position = unit_position(runtime.salt, requests[i].subject_id)
+            if i in excluded and set(splitter.shares) & excluded[i]:
+                arm, share = _split_without(splitter.shares, excluded[i], position)
+                outcomes[i] = Outcome(requests[i].subject_id, arm, share) if arm else Outcome(
+                    requests[i].subject_id, None, None, reason="all_arms_converted", no_offer=True)
+            else:
+                arm = splitter.arm_at(position)
+                outcomes[i] = Outcome(requests[i].subject_id, arm, splitter.shares[arm])
     else:
-        _decide_bandit(runtime, requests, contexts, live, outcomes)
+        _decide_bandit(runtime, requests, contexts, live, outcomes, excluded)
+    live = [i for i in live if outcomes[i] is not None and not outcomes[i].no_offer]  # type: ignore[union-attr]
     ids = new_ids(len(live))
     covariate = runtime.spec.covariate
     for assignment_id, i in zip(ids, live):
@@ -121,23 +132,45 @@ def decide(runtime: ExperimentRuntime, requests: Sequence[Request], suppressed: 
     return [o for o in outcomes if o is not None]
 
 
+def _split_without(shares: Mapping[str, float], excluded: frozenset[str], position: float) -> tuple[str | None, float]:
+    """The fixed split renormalised over the arms the subject may still get."""
+    kept = {arm: share for arm, share in shares.items() if arm not in excluded}
+    if not kept:
+        return None, 0.0
+    splitter = Splitter(kept)
+    arm = splitter.arm_at(position)
+    return arm, splitter.shares[arm]
+
+
 def _decide_bandit(runtime: ExperimentRuntime, requests: Sequence[Request], contexts: list[dict[str, Any]],
-                   live: list[int], outcomes: list[Outcome | None]) -> None:
+                   live: list[int], outcomes: list[Outcome | None], excluded: Mapping[int, frozenset[str]]) -> None:
     allocation = runtime.spec.allocation
     assert isinstance(allocation, BanditAllocation)
     arms = runtime.enabled_arms
     policy_rows = []
+    rng = np.random.default_rng()
     for i in live:
-        if in_holdout(runtime.salt, requests[i].subject_id, allocation.holdout):
-            arm = uniform_arm(runtime.salt, requests[i].subject_id, arms)
-            outcomes[i] = Outcome(requests[i].subject_id, arm, 1.0 / len(arms), holdout=True)
+        allowed = [a for a in arms if a not in excluded.get(i, ())]
+        if not allowed:
+            outcomes[i] = Outcome(requests[i].subject_id, None, None, reason="all_arms_converted", no_offer=True)
+        elif in_holdout(runtime.salt, requests[i].subject_id, allocation.holdout):
+            arm = uniform_arm(runtime.salt, requests[i].subject_id, allowed)
+            outcomes[i] = Outcome(requests[i].subject_id, arm, 1.0 / len(allowed), holdout=True)
         else:
             policy_rows.append(i)
     if not policy_rows:
         return
-    decisions = runtime.policy.decide([contexts[i] for i in policy_rows], np.random.default_rng())
+    decisions = runtime.policy.decide([contexts[i] for i in policy_rows], rng)
     for i, decision in zip(policy_rows, decisions):
-        outcomes[i] = Outcome(requests[i].subject_id, decision.arm, float(decision.propensity))
+        banned = excluded.get(i)
+        if banned and decision.arm in banned or banned and any(a in banned for a in decision.probabilities):
+            kept = {a: p for a, p in decision.probabilities.items() if a not in banned}
+            total = sum(kept.values())
+            names = list(kept)
+            arm = names[int(rng.choice(len(names), p=[kept[a] / total for a in names]))]
+            outcomes[i] = Outcome(requests[i].subject_id, arm, kept[arm] / total)
+        else:
+            outcomes[i] = Outcome(requests[i].subject_id, decision.arm, float(decision.propensity))
 
 
 def store(session: Session, outcomes: Sequence[Outcome]) -> None:

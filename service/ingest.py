@@ -55,6 +55,7 @@ class DecisionInfo:
     propensity: float
     holdout: bool
     covariate: float | None
+    channel: str | None = None
 
 
 @dataclass
@@ -64,6 +65,7 @@ class BatchResult:
     duplicates: int = 0
     rejected: int = 0
     accepted_events: list[dict[str, Any]] = field(default_factory=list)
+    channels: dict[str, str | None] = field(default_factory=dict)  # event_id -> channel it concerns
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
@@ -99,12 +101,13 @@ def load_experiments(session: Session, *, ids: Iterable[int] = (), keys: Iterabl
 
 
 _DECISION_COLUMNS = (Assignment.id, Assignment.experiment_id, Assignment.arm_key, Assignment.subject_id,
-                     Assignment.created_at, Assignment.propensity, Assignment.holdout, Assignment.covariate)
+                     Assignment.created_at, Assignment.propensity, Assignment.holdout, Assignment.covariate,
+                     Assignment.channel)
 
 
 def _decision(row: Any) -> DecisionInfo:
     return DecisionInfo(row.id, row.experiment_id, row.arm_key, row.subject_id, row.created_at, row.propensity,
-                        row.holdout, row.covariate)
+                        row.holdout, row.covariate, row.channel)
 
 
 def load_decisions_by_id(session: Session, ids: Iterable[str]) -> dict[str, DecisionInfo]:
@@ -181,6 +184,8 @@ def ingest(session: Session, raw_events: Sequence[Any], now: datetime | None = N
                 verdict = attribute_to_decision(
                     DecisionRef(decision.id, decision.created_at), event.occurred_at, info.window)  # type: ignore[union-attr]
                 attribution, reason = ("assignment", None) if verdict.assignment_id else ("unattributed", verdict.reason)
+        elif event.experiment is None:
+            info, attribution, reason = None, "unattributed", "no_experiment"  # a channel-wide unsubscribe
         else:
             info = experiments.get(event.experiment)
             if info is None:
@@ -197,16 +202,18 @@ def ingest(session: Session, raw_events: Sequence[Any], now: datetime | None = N
                                "reason": f"event type {event.type!r} is not built in or declared by experiment "
                                          f"{info.key!r}"}
             continue
+        known = decision  # even outside its window, the named decision tells whose event this is
         if attribution == "unattributed":
             decision = None
         rows.append({
             "event_id": event.event_id, "experiment_id": info.id if info else None,
             "assignment_id": decision.id if decision else event.assignment_id,
-            "subject_id": decision.subject_id if decision else event.subject_id, "type": event.type,
+            "subject_id": known.subject_id if known else event.subject_id, "type": event.type,
             "value": event.value, "occurred_at": event.occurred_at, "received_at": now,
             "attribution": attribution, "unattributed_reason": reason,
         })
         row_decision[event.event_id] = decision
+        result.channels[event.event_id] = event.channel or (decision.channel if decision else None)
         statuses[index] = {"event_id": event.event_id, "status": "pending", "attribution": attribution,
                            **({"reason": reason} if reason else {})}
 

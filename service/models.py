@@ -151,6 +151,7 @@ class Event(Base):
         Index("ix_events_experiment_type", "experiment_id", "type"),
         Index("ix_events_assignment", "assignment_id"),
         Index("ix_events_subject", "subject_id"),
+        Index("ix_events_subject_type", "subject_id", "type", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -223,3 +224,26 @@ class JobLease(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str | None] = mapped_column(String(100))
     expires_at: Mapped[datetime | None]
+
+
+class Suppression(Base):
+    """A subject left a channel: no offers on it, in any experiment, until a re-subscribe."""
+
+    __tablename__ = "suppressions"
+
+    subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    source_event_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class SuppressedRequest(Base):
+    """Daily counts of requests that got no offer, by reason, so reports show them."""
+
+    __tablename__ = "suppressed_requests"
+
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -18,7 +18,7 @@ from experiments.spec import BanditAllocation, ExperimentSpec
 from reports.inputs import ArmSummary, BanditInput, DailyArmSummary, ReportInput
 from reports.stats import MeanStats
 
-from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment
+from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment, SuppressedRequest
 
 O = DecisionOutcome
 A = Assignment
@@ -127,6 +127,7 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
         confidence=spec.promotion.confidence if spec.promotion else 0.95,
         bandit=_bandit_input(session, eid, spec) if is_bandit else None,
         unattributed_events=unattributed_counts(session, eid),
+        suppressed=suppressed_counts(session, eid),
     )
 
 
@@ -258,6 +259,16 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         ).one()
         groups[holdout] = MeanStats(int(n), float(sums.s or 0), float(sums.s2 or 0)) if n else None
     return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False])
+
+
+def suppressed_counts(session: Session, eid: int) -> dict[str, int]:
+    return {
+        row.reason: int(row.n)
+        for row in session.execute(
+            select(SuppressedRequest.reason, func.sum(SuppressedRequest.count).label("n"))
+            .where(SuppressedRequest.experiment_id == eid).group_by(SuppressedRequest.reason)
+        )
+    }
 
 
 def unattributed_counts(session: Session, eid: int) -> dict[str, int]:

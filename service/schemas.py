@@ -223,3 +223,13 @@ class SubjectPath(BaseModel):
 class ErasureResult(BaseModel):
     subject_ref: str
     erased: dict[str, int]
+
+
+class ResubscribeBody(_In):
+    channel: str = Field(min_length=1, max_length=64)
+
+
+class ResubscribeResult(BaseModel):
+    subject_id: str
+    channel: str
+    resubscribed: bool

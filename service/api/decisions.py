@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.orm import Session
+
 from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
@@ -9,7 +13,9 @@ from .. import db
 from .. import decisions as core
 from ..app import BEARER
 from ..errors import ApiError
-from ..runtime import RuntimeCache
+from .. import contact
+from ..clock import utcnow
+from ..runtime import ExperimentRuntime, RuntimeCache
 from ..schemas import AssignRequest, AssignResponse, BatchAssignRequest, BatchAssignResponse
 from .scoping import requires
 
@@ -34,6 +40,7 @@ def assign(body: AssignRequest) -> Response:
     suppressed = contact_verdicts(session, runtime, requests)
     (outcome,) = core.decide(runtime, requests, suppressed)
     core.store(session, [outcome])
+    _count_refusals(session, runtime, [outcome])
     session.commit()
     return jsonify(core.to_json(runtime, outcome))
 
@@ -51,13 +58,18 @@ def assign_batch(body: BatchAssignRequest) -> Response:
     suppressed = contact_verdicts(session, runtime, requests)
     outcomes = core.decide(runtime, requests, suppressed)
     core.store(session, outcomes)
+    _count_refusals(session, runtime, outcomes)
     session.commit()
     return jsonify(experiment=runtime.key, assignments=[core.to_json(runtime, o) for o in outcomes],
                    suppressed=sum(1 for o in outcomes if o.no_offer))
 
 
-def contact_verdicts(session, runtime, requests):  # type: ignore[no-untyped-def]
-    """Contact-policy refusals by request index (none until a contact policy applies)."""
-    from ..contact import verdicts
+def contact_verdicts(session: Session, runtime: ExperimentRuntime, requests: list[core.Request]) -> dict[int, Any]:
+    """Contact-policy verdicts by request index (refusals, or arms to leave out)."""
+    return contact.verdicts(session, runtime, requests)
 
-    return verdicts(session, runtime, requests)
+
+def _count_refusals(session: Session, runtime: ExperimentRuntime, outcomes: list[core.Outcome]) -> None:
+    reasons = [o.reason or "suppressed" for o in outcomes if o.no_offer]
+    if reasons:
+        contact.count_suppressed(session, runtime.id, reasons, utcnow())

@@ -8,6 +8,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from .. import db
 from ..app import BEARER
 from ..errors import ApiError
+from ..contact import suppress_unsubscribed
 from ..ingest import ingest
 from ..schemas import EventBatchIn, EventBatchOut
 from .scoping import requires
@@ -24,11 +25,6 @@ def send_events(body: EventBatchIn) -> Response:
         raise ApiError(413, f"a batch may hold at most {limit} events, got {len(body.events)}")
     session = db.session()
     result = ingest(session, body.events)
+    suppress_unsubscribed(session, result.accepted_events, result.channels)
     session.commit()
-    after_ingest(result)
     return jsonify(result.as_json())
-
-
-def after_ingest(result) -> None:  # type: ignore[no-untyped-def]
-    """Hook for what follows committed events (suppressions, metrics)."""
-    return None

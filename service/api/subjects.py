@@ -9,7 +9,9 @@ from .. import db
 from ..app import BEARER
 from ..auth import current_caller
 from ..erasure import erase_subject, subject_reference
-from ..schemas import ErasureResult, SubjectPath
+from ..contact import resubscribe
+from ..schemas import ErasureResult, ResubscribeBody, ResubscribeResult, SubjectPath
+from ..store.experiments import audit
 from .scoping import requires
 
 api = APIBlueprint("subjects", __name__, url_prefix="/v1", abp_tags=[Tag(name="subjects")], abp_security=BEARER)
@@ -23,3 +25,16 @@ def erase(path: SubjectPath) -> Response:
     counts = erase_subject(session, path.subject_id, current_caller().name)
     session.commit()
     return jsonify(subject_ref=subject_reference(path.subject_id), erased=counts)
+
+
+@api.post("/subjects/<subject_id>/resubscribe", responses={200: ResubscribeResult})
+@requires("subjects", "channel")
+def resubscribe_subject(path: SubjectPath, body: ResubscribeBody) -> Response:
+    """Lift the suppression an unsubscribe put on a channel (the subject opted in again)."""
+    session = db.session()
+    lifted = resubscribe(session, path.subject_id, body.channel)
+    if lifted:
+        audit(session, None, current_caller().name, "resubscribe", channel=body.channel,
+              subject_ref=subject_reference(path.subject_id))
+    session.commit()
+    return jsonify(subject_id=path.subject_id, channel=body.channel, resubscribed=lifted)

@@ -82,9 +82,9 @@ def test_integer_value_becomes_a_float_and_channel_is_kept() -> None:
     (event(value=True), "value must be a finite number"),
     (event(value="29.90"), "value must be a finite number"),
     (event(revenue=29.90), "unknown field 'revenue'"),
-    (event(assignment_id=None), "an event needs assignment_id, or experiment and subject_id"),
-    (event(assignment_id=None, experiment="spring-email"), "an event needs assignment_id, or experiment and subject_id"),
-    (event(assignment_id=None, subject_id="c-123"), "an event needs assignment_id, or experiment and subject_id"),
+    (event(assignment_id=None), "an event needs assignment_id, or experiment and subject_id (an unsubscribe may instead name subject_id and channel)"),
+    (event(assignment_id=None, experiment="spring-email"), "an event needs assignment_id, or experiment and subject_id (an unsubscribe may instead name subject_id and channel)"),
+    (event(assignment_id=None, subject_id="c-123"), "an event needs assignment_id, or experiment and subject_id (an unsubscribe may instead name subject_id and channel)"),
     (["not", "an", "object"], "an event must be a JSON object"),
 ])
 def test_bad_event_is_refused_with_its_reason(raw: Any, reason: str) -> None:
