@@ -454,6 +454,61 @@ def load(url: str, bodies: Sequence[bytes], *, layout: tuple[int, int] = (2, 4),
                       latencies=list(latencies), first_error=first_error, sample=sample)
 
 
+@dataclass
+class SendResult:
+    wall: float  # first request sent to last answer read
+    latencies: list[float]
+    statuses: list[int]
+    answers: list[bytes]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for s in self.statuses if s != 200)
+
+
+def send_all(url: str, bodies: Sequence[bytes], *, connections: int = 4, headers: dict[str, str] | None = None,
+             method: str = "POST") -> SendResult:
+    """Send every body once over `connections` keep-alive connections (threads; for large bodies, where
+    the client's work per request is small next to the server's); returns the wall time of the whole run."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    latencies = [0.0] * len(bodies)
+    statuses = [0] * len(bodies)
+    answers = [b""] * len(bodies)
+    next_index = iter(range(len(bodies)))
+    lock = threading.Lock()
+    barrier = threading.Barrier(connections + 1)
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(HOST, parts.port or 80, timeout=600)
+        barrier.wait()
+        try:
+            while True:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                conn.request(method, parts.path, bodies[i], all_headers)
+                response = conn.getresponse()
+                answers[i] = response.read()
+                latencies[i] = time.perf_counter() - t0
+                statuses[i] = response.status
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return SendResult(time.perf_counter() - t0, latencies, statuses, answers)
+
+
 CLIENT_LAYOUTS: list[tuple[str, tuple[int, int]]] = [
     ("http.client", (1, 8)),
     ("http.client", (2, 4)),

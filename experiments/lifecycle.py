@@ -73,3 +73,18 @@ def mutable_fields(status: str) -> frozenset[str]:
 def frozen_fields_in(status: str, changed: set[str]) -> list[str]:
     """The changed fields that may not change in `status`, sorted."""
     return sorted(changed - _MUTABLE[status])
+
+
+def bandit_arm_change_problem(before: list[dict], after: list[dict]) -> str | None:
+    """A running bandit may gain arms (they start cold) and enable/disable or re-label arms,
+    but not lose, reorder or re-key arms or change its control: logged decisions name them.
+    Returns what is wrong, or None when the change is allowed."""
+    old_keys = [arm["key"] for arm in before]
+    new_keys = [arm["key"] for arm in after]
+    if new_keys[: len(old_keys)] != old_keys:
+        return "a running bandit keeps its arms in order; new arms may only be appended"
+    old_control = next(arm["key"] for arm in before if arm.get("is_control"))
+    new_control = next((arm["key"] for arm in after if arm.get("is_control")), None)
+    if new_control != old_control:
+        return "the control arm cannot change once the experiment has run"
+    return None

@@ -22,8 +22,10 @@ holds or not, with how far it is from holding, so the decision endpoint can expl
   report computes it, reaches the rule's confidence. For a bandit this is an alternative to the
   two sequential conditions above: a bandit starves the arms it believes worse, so their
   intervals narrow slowly even when the winner is plain. Unlike the sequential conditions, this
-  probability is not protected against repeated looks, and the per-arm totals it is computed
-  from pool periods the bandit allocated differently (see ``reports.bandit``).
+  probability is not protected against repeated looks (in a two-arm A/A simulation looked at
+  daily for 30 days, "chance to be best >= 95%" picked a winner in about one experiment in
+  five), and the per-arm totals it is computed from pool periods the bandit allocated
+  differently (see ``reports.bandit``).
 * ``guardrail:<metric>``: the candidate does not move the guardrail metric beyond its bound
   (see ``_guardrail``).
 
@@ -49,7 +51,7 @@ from typing import Any, Literal
 from experiments.spec import Guardrail, PromotionRule
 from reports.bandit import propensity_balance
 from reports.bayes import bayes_compare
-from reports.inputs import LOWER_IS_BETTER, ArmSummary, ReportInput, arm_metric_stats, metric_kind
+from reports.inputs import LOWER_IS_BETTER, ArmSummary, MetricKind, ReportInput, arm_metric_stats, metric_kind
 from reports.intervals import NO_DATA, NOT_ENOUGH_DATA, ZERO_VARIANCE, check_confidence
 from reports.sequential import SequentialResult, always_valid_difference
 from reports.srm import SrmResult, srm_check, srm_from_balance
@@ -198,7 +200,13 @@ def evaluate_promotion(
                 "error": srm.error,
             },
             "conditions": [
-                {"name": c.name, "passed": c.passed, "blocking": id(c) in blocking_ids, "detail": c.detail, "values": c.values}
+                {
+                    "name": c.name,
+                    "passed": c.passed,
+                    "blocking": id(c) in blocking_ids,
+                    "detail": c.detail,
+                    "values": c.values,
+                }
                 for c in conditions
             ],
         }
@@ -215,7 +223,7 @@ class _Context:
     """What every comparison of one evaluation shares."""
 
     metric: str
-    kind: str
+    kind: MetricKind
     higher_is_better: bool
     confidence: float
     alpha: float
@@ -239,11 +247,10 @@ def _candidate(stats: Mapping[str, MeanStats | None], control: str, higher_is_be
     """Return the non-control arm with the best value on the decision metric (the first on ties)."""
     sign = 1.0 if higher_is_better else -1.0
     best: str | None = None
+    best_value = -math.inf
     for arm, s in stats.items():
-        if arm == control or s is None or s.n == 0:
-            continue
-        if best is None or sign * s.mean > sign * stats[best].mean:  # type: ignore[union-attr]
-            best = arm
+        if arm != control and s is not None and s.n > 0 and sign * s.mean > best_value:
+            best, best_value = arm, sign * s.mean
     return best
 
 
@@ -263,23 +270,23 @@ def _srm(inp: ReportInput) -> SrmResult:
 def _min_decisions(arms: Sequence[ArmSummary], required: int) -> Condition:
     """Every arm needs the rule's minimum number of decisions."""
     short = sorted((a for a in arms if a.decisions < required), key=lambda a: a.decisions)
-    fewest = min(arms, key=lambda a: a.decisions, default=None)
+    fewest = min(arms, key=lambda a: a.decisions)  # ReportInput has at least its control arm
     values: dict[str, Value] = {
         "required_per_arm": required,
-        "fewest_arm": fewest.arm if fewest else None,
-        "fewest_decisions": fewest.decisions if fewest else 0,
+        "fewest_arm": fewest.arm,
+        "fewest_decisions": fewest.decisions,
         "arms_short": len(short),
         "max_shortfall": required - short[0].decisions if short else 0,
     }
-    if not arms:
-        return Condition("min_decisions", False, "the experiment has no arms with data", values)
     if not short:
         detail = (
             f"every arm has at least the {required:,} decisions needed "
-            f"(fewest: {fewest.arm} with {fewest.decisions:,})"  # type: ignore[union-attr]
+            f"(fewest: {fewest.arm} with {fewest.decisions:,})"
         )
         return Condition("min_decisions", True, detail, values)
-    parts = [f"{a.arm} has {a.decisions:,} of {required:,} decisions needed ({a.decisions / required:.0%})" for a in short]
+    parts = [
+        f"{a.arm} has {a.decisions:,} of {required:,} decisions needed ({a.decisions / required:.0%})" for a in short
+    ]
     detail = "; ".join(parts) + f"; needs {required - short[0].decisions:,} more decisions per arm"
     return Condition("min_decisions", False, detail, values)
 
@@ -297,7 +304,7 @@ def _min_runtime(runtime_seconds: float, required_seconds: int) -> Condition:
         return Condition("min_runtime", True, f"no minimum runtime; running for {ran}", values)
     of = f"runtime {_round1(runtime_seconds / unit)} of {_round1(required_seconds / unit)} {unit_name}"
     if runtime_seconds >= required_seconds:
-        return Condition("min_runtime", True, of, values)
+        return Condition("min_runtime", True, f"{of} needed", values)
     remaining = f"{_round1((required_seconds - runtime_seconds) / unit)} {unit_name}"
     return Condition(
         "min_runtime", False, f"{of} ({runtime_seconds / required_seconds:.0%}); {remaining} to go", values
@@ -326,43 +333,45 @@ def _no_srm(srm: SrmResult) -> Condition:
 def _beats_control(ctx: _Context) -> Condition:
     """The candidate must beat control by the always-valid interval of the difference."""
     label = _label(ctx.metric)
-    control_stats = ctx.stats[ctx.control]
+    control = ctx.stats[ctx.control]
+    cand = ctx.stats[ctx.candidate] if ctx.candidate is not None else None
     if ctx.candidate is None:
         return Condition("beats_control", False, f"no treatment arm has data on {label} yet", {"candidate": None})
-    if control_stats is None or ctx.stats[ctx.candidate] is None:
-        return Condition("beats_control", False, f"{label} is not computed for these arms", {"candidate": ctx.candidate})
-    seq = always_valid_difference(control_stats, ctx.stats[ctx.candidate], ctx.alpha, ctx.tuning_n)  # type: ignore[arg-type]
-    values = {"candidate": ctx.candidate, "control": ctx.control, **_sequential_values(seq)}
-    values["control_value"] = control_stats.mean if control_stats.n else None
-    values["candidate_value"] = ctx.stats[ctx.candidate].mean  # type: ignore[union-attr]
-    lead = _lead(ctx, ctx.control, ctx.candidate)
-    if seq.error is not None:
-        why = _WHY_NOT_COMPARABLE.get(seq.error, seq.error)
+    if control is None or cand is None:
+        detail = f"{label} is not computed for these arms"
+        return Condition("beats_control", False, detail, {"candidate": ctx.candidate})
+    seq = always_valid_difference(control, cand, ctx.alpha, ctx.tuning_n)
+    values: dict[str, Value] = {"candidate": ctx.candidate, "control": ctx.control, **_sequential_values(seq)}
+    values["control_value"] = control.mean if control.n else None
+    values["candidate_value"] = cand.mean
+    lead = _lead(ctx.kind, cand, control, "control")
+    interval = _usable(seq)
+    if interval is None:
+        why = _WHY_NOT_COMPARABLE.get(seq.error or "", seq.error)
         return Condition("beats_control", False, f"{ctx.candidate} cannot be compared with control yet: {why}", values)
-    values["leading"] = "candidate" if _better(ctx, seq.estimate) else "control"  # type: ignore[arg-type]
-    passed, bound = _clears(ctx, seq)
-    interval = _interval(ctx, seq)
-    if not _better(ctx, seq.estimate):  # type: ignore[arg-type]
-        detail = (
-            f"control is leading on {label}: control {lead}, the best other arm being {ctx.candidate}; "
-            f"{interval}"
-        )
+    ahead = _better(ctx, interval.estimate)
+    values["leading"] = "candidate" if ahead else "control"
+    passed, bound = _clears(ctx, interval)
+    spread = (
+        f"always-valid {ctx.confidence:.0%} interval of {ctx.candidate} minus control "
+        f"{_signed(interval.low)} to {_signed(interval.high)}"
+    )
+    if not ahead:
+        head = "control is leading" if _better(ctx, -interval.estimate) else "no arm leads control"
+        detail = f"{head} on {label}: the best other arm, {ctx.candidate}, has {lead}; {spread}"
         return Condition("beats_control", False, detail, values)
     if passed:
-        return Condition("beats_control", True, f"{ctx.candidate} beats control on {label} ({lead}); {interval}", values)
-    detail = (
-        f"{ctx.candidate} leads control on {label} ({lead}) but not clearly yet: sequential "
-        f"{_side(ctx)} bound {_signed(bound)} {'<' if ctx.higher_is_better else '>'} 0; need more data"
-    )
+        return Condition("beats_control", True, f"{ctx.candidate} beats control on {label} ({lead}); {spread}", values)
+    detail = f"{ctx.candidate} leads control on {label} ({lead}) but not clearly yet: {_short_of(ctx, bound)}"
     return Condition("beats_control", False, detail, values)
 
 
 def _beats_every_arm(ctx: _Context) -> Condition:
     """The candidate must also beat every other treatment arm the same way: a clear winner, not one of several."""
     label = _label(ctx.metric)
-    if ctx.candidate is None:
+    cand = ctx.stats[ctx.candidate] if ctx.candidate is not None else None
+    if ctx.candidate is None or cand is None:
         return Condition("beats_every_arm", False, f"no treatment arm has data on {label} yet", {"candidate": None})
-    cand = ctx.stats[ctx.candidate]
     others = [arm for arm in ctx.stats if arm not in (ctx.control, ctx.candidate)]
     values: dict[str, Value] = {"candidate": ctx.candidate, "other_arms": len(others)}
     if not others:
@@ -371,25 +380,24 @@ def _beats_every_arm(ctx: _Context) -> Condition:
     beaten: list[str] = []
     for arm in others:
         other = ctx.stats[arm]
-        if other is None or other.n == 0 or cand is None:
-            # An arm without data cannot be shown worse; it cannot be promoted either, and
-            # min_decisions blocks promotion until it has data.
+        if other is None or other.n == 0:
+            # An arm without data cannot be shown worse (and min_decisions blocks promotion anyway).
             shortfalls.append(f"{arm} has no data on {label} to compare with")
             values[f"{arm}:error"] = NO_DATA
             continue
         seq = always_valid_difference(other, cand, ctx.alpha, ctx.tuning_n)
         values.update({f"{arm}:{k}": v for k, v in _sequential_values(seq).items()})
-        if seq.error is not None:
-            shortfalls.append(f"{ctx.candidate} cannot be compared with {arm} yet: {_WHY_NOT_COMPARABLE.get(seq.error, seq.error)}")
+        interval = _usable(seq)
+        if interval is None:
+            why = _WHY_NOT_COMPARABLE.get(seq.error or "", seq.error)
+            shortfalls.append(f"{ctx.candidate} cannot be compared with {arm} yet: {why}")
             continue
-        passed, bound = _clears(ctx, seq)
+        passed, bound = _clears(ctx, interval)
         if passed:
-            beaten.append(f"{arm} (difference {_signed(seq.estimate)}, {_side(ctx)} bound {_signed(bound)})")  # type: ignore[arg-type]
+            beaten.append(f"{arm} (difference {_signed(interval.estimate)}, {_side(ctx)} bound {_signed(bound)})")
         else:
-            shortfalls.append(
-                f"{ctx.candidate} does not yet clearly beat {arm} ({_lead(ctx, arm, ctx.candidate, arm)}): "
-                f"sequential {_side(ctx)} bound {_signed(bound)} {'<' if ctx.higher_is_better else '>'} 0; need more data"
-            )
+            lead = _lead(ctx.kind, cand, other, arm)
+            shortfalls.append(f"{ctx.candidate} does not yet clearly beat {arm} ({lead}): {_short_of(ctx, bound)}")
     values["arms_beaten"] = len(beaten)
     if not shortfalls:
         detail = f"{ctx.candidate} beats every other arm on {label} at {ctx.confidence:.0%}: " + ", ".join(beaten)
@@ -406,7 +414,7 @@ def _chance_to_be_best(ctx: _Context) -> Condition:
         return Condition("chance_to_be_best", False, f"no treatment arm has data on {label} yet", values)
     if ctx.kind == "rate" and not any(s.sum for s in with_stats.values()):
         return Condition("chance_to_be_best", False, f"no arm has any {label} events yet", values)
-    results = bayes_compare(ctx.kind, with_stats, ctx.control, ctx.higher_is_better)  # type: ignore[arg-type]
+    results = bayes_compare(ctx.kind, with_stats, ctx.control, ctx.higher_is_better)
     for arm, result in results.items():
         values[f"{arm}:chance_to_be_best"] = result.chance_to_be_best
     chance = results[ctx.candidate].chance_to_be_best
@@ -459,34 +467,37 @@ def _guardrail(ctx: _Context, guardrail: Guardrail, arms: Sequence[ArmSummary]) 
     relative = cand_mean / control_mean - 1.0
     values["relative_change"] = relative
     change = f"{ctx.candidate} {_value(kind, cand_mean)} vs control {_value(kind, control_mean)} ({relative:+.1%})"
-    if seq.error is not None:
-        why = _WHY_NOT_COMPARABLE.get(seq.error, seq.error)
+    interval = _usable(seq)
+    if interval is None:
+        why = _WHY_NOT_COMPARABLE.get(seq.error or "", seq.error)
         return Condition(name, False, f"{label}: {change}; a breach cannot be ruled out yet: {why}", values)
     problems: list[str] = []
     checks: list[str] = []
     for direction, bound, edge in (
-        ("increase", guardrail.max_relative_increase, seq.ci_high),
-        ("decrease", guardrail.max_relative_decrease, seq.ci_low),
+        ("increase", guardrail.max_relative_increase, interval.high),
+        ("decrease", guardrail.max_relative_decrease, interval.low),
     ):
         if bound is None:
             continue
         sign = 1.0 if direction == "increase" else -1.0
         allowed = sign * bound * control_mean  # the largest absolute difference the bound allows
         values[f"allowed_{direction}"] = allowed
-        edge_relative = edge / control_mean  # type: ignore[operator]
+        edge_relative = edge / control_mean
         values[f"{direction}_bound_relative"] = edge_relative
         if sign * relative > bound:
             problems.append(f"a {relative:+.1%} change breaks the bound of {sign * bound:+.0%}")
-        elif sign * edge > sign * allowed:  # type: ignore[operator]
+        elif sign * edge > sign * allowed:
+            article = "an" if direction == "increase" else "a"
             problems.append(
-                f"a {direction} beyond {sign * bound:+.0%} cannot be ruled out yet: the always-valid "
+                f"{article} {direction} beyond {sign * bound:+.0%} cannot be ruled out yet: the always-valid "
                 f"{ctx.confidence:.0%} {'upper' if sign > 0 else 'lower'} bound of the difference "
-                f"{_signed(edge)} ({edge_relative:+.1%} of control) is beyond the allowed {_signed(allowed)}; need more data"  # type: ignore[arg-type]
+                f"{_signed(edge)} ({edge_relative:+.1%} of control) is beyond the allowed {_signed(allowed)}; "
+                "need more data"
             )
         else:
             checks.append(
-                f"the always-valid {'upper' if sign > 0 else 'lower'} bound {_signed(edge)} "  # type: ignore[arg-type]
-                f"({edge_relative:+.1%}) is within {sign * bound:+.0%}"
+                f"the always-valid {'upper' if sign > 0 else 'lower'} bound {_signed(edge)} "
+                f"({edge_relative:+.1%}) is {'below' if sign > 0 else 'above'} the allowed {sign * bound:+.0%}"
             )
     if problems:
         return Condition(name, False, f"{label}: {change}; " + "; ".join(problems), values)
@@ -529,19 +540,35 @@ def _summary(
         head = f"The experiment is {status}; only a running experiment is promoted."
         if not blocking:
             return f"{head} Every condition for promoting {ctx.candidate} holds."
-        return f"{head} As things stand, {len(blocking)} of {len(conditions)} conditions do not hold: " + "; ".join(
-            c.detail for c in blocking
-        ) + "."
+        failing = f"{len(blocking)} of {len(conditions)} conditions do not hold"
+        return f"{head} As things stand, {failing}: {_listed(blocking)}"
     leader = f" The best treatment arm so far is {ctx.candidate}." if ctx.candidate else ""
-    return (
-        f"Not promoted yet: {len(blocking)} of {len(conditions)} conditions do not hold: "
-        + "; ".join(f"{c.detail}" for c in blocking)
-        + f".{leader}"
-    )
+    return f"Not promoted yet: {len(blocking)} of {len(conditions)} conditions do not hold: {_listed(blocking)}{leader}"
+
+
+def _listed(conditions: list[Condition]) -> str:
+    """Number the details, as one sentence: "(1) ...; (2) ..."."""
+    return "; ".join(f"({i}) {c.detail.rstrip('.')}" for i, c in enumerate(conditions, 1)) + "."
 
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers.
+
+
+@dataclass(frozen=True, slots=True)
+class _Interval:
+    """A sequential comparison that could be computed: the difference and its always-valid bounds."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+def _usable(seq: SequentialResult) -> _Interval | None:
+    """Return the interval of a sequential result, or None when its data could not give one."""
+    if seq.error is not None or seq.estimate is None or seq.ci_low is None or seq.ci_high is None:
+        return None
+    return _Interval(seq.estimate, seq.ci_low, seq.ci_high)
 
 
 def _better(ctx: _Context, diff: float) -> bool:
@@ -549,26 +576,23 @@ def _better(ctx: _Context, diff: float) -> bool:
     return diff > 0.0 if ctx.higher_is_better else diff < 0.0
 
 
-def _clears(ctx: _Context, seq: SequentialResult) -> tuple[bool, float]:
+def _clears(ctx: _Context, interval: _Interval) -> tuple[bool, float]:
     """Whether the interval lies on the good side of 0, and the bound that must clear it."""
-    bound = seq.ci_low if ctx.higher_is_better else seq.ci_high
-    return _better(ctx, bound), bound  # type: ignore[arg-type]
+    bound = interval.low if ctx.higher_is_better else interval.high
+    return _better(ctx, bound), bound
 
 
 def _side(ctx: _Context) -> str:
     return "lower" if ctx.higher_is_better else "upper"
 
 
-def _interval(ctx: _Context, seq: SequentialResult) -> str:
-    return (
-        f"always-valid {ctx.confidence:.0%} interval of {ctx.candidate} minus control "
-        f"{_signed(seq.ci_low)} to {_signed(seq.ci_high)}"  # type: ignore[arg-type]
-    )
+def _short_of(ctx: _Context, bound: float) -> str:
+    """How far a comparison is from clearing 0, e.g. "sequential lower bound -0.0012 < 0; need more data"."""
+    return f"sequential {_side(ctx)} bound {_signed(bound)} {'<' if ctx.higher_is_better else '>'} 0; need more data"
 
 
-def _lead(ctx: _Context, reference: str, arm: str, reference_label: str = "control") -> str:
-    ref, cand = ctx.stats[reference], ctx.stats[arm]
-    return f"{_value(ctx.kind, cand.mean)} vs {reference_label} {_value(ctx.kind, ref.mean)}"  # type: ignore[union-attr]
+def _lead(kind: MetricKind, arm: MeanStats, reference: MeanStats, reference_label: str) -> str:
+    return f"{_value(kind, arm.mean)} vs {reference_label} {_value(kind, reference.mean)}"
 
 
 def _sequential_values(seq: SequentialResult) -> dict[str, Value]:

@@ -252,6 +252,10 @@ class ExperimentSpec(_Strict):
         custom = info.data.get("custom_events") or []
         if reward.type == "event" and reward.event not in (*BUILTIN_EVENTS, *custom):
             raise ValueError(f"reward event {reward.event!r} is neither built in nor a custom event")
+        allocation = info.data.get("allocation")
+        binary = reward.type == "event" and reward.value is None
+        if isinstance(allocation, BanditAllocation) and allocation.policy.name == "thompson_sampling" and not binary:
+            raise ValueError("thompson_sampling learns from 0/1 rewards; use a binary event reward or another policy")
         return reward
 
     @property

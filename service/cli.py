@@ -145,6 +145,21 @@ def report(experiment: str, fmt: str) -> None:
         click.echo(json.dumps(report_to_dict(built), indent=2))
 
 
+@main.command("refit")
+@click.option("--full", is_flag=True, help="retrain from scratch on every known example")
+@click.option("--experiment", "key", default=None, help="only this experiment")
+def refit_command(full: bool, key: str | None) -> None:
+    """Train bandit policies on newly known rewards and store new snapshots (for cron)."""
+    from .leases import holder_name
+    from .learning import refit_all
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        for result in refit_all(session, full=full, key=key, holder=holder_name("cli")):
+            click.echo(json.dumps(result.as_json()))
+
+
 def run() -> Any:  # pragma: no cover - console entry point
     return main()
 

@@ -1,17 +1,27 @@
-"""The one place the service reads the time, so tests and imports can set it."""
+"""The one place the service reads the time.
+
+Everything time-dependent (decision times, receipt times, attribution windows,
+contact rules, refits) asks `utcnow()`, so simulations and tests can move time
+forward consistently with `advance()`.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+
+_offset = timedelta(0)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(timezone.utc) + _offset
 
 
-def parse_timestamp(value: str) -> datetime:
-    """Parse ISO 8601 with an explicit offset (or Z); naive times are ambiguous and refused."""
-    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp needs a time zone offset, got {value!r}")
-    return parsed.astimezone(timezone.utc)
+def advance(seconds: float) -> None:
+    """Move this process's clock forward (simulations and tests)."""
+    global _offset
+    _offset += timedelta(seconds=seconds)
+
+
+def reset() -> None:
+    global _offset
+    _offset = timedelta(0)

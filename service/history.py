@@ -67,7 +67,8 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
             "assignment_id": assignment_id, "experiment_id": experiment.id, "arm_key": row.arm,
             "day": row.decided_at.date(), "propensity": row.propensity, "holdout": False,
             "covariate": decisions[-1]["covariate"], "opens": 0, "clicks": 0, "conversions": 0, "unsubscribes": 0,
-            "custom": 0, "revenue": row.revenue, "first_reward_at": None, "updated_at": now,
+            "custom": 0, "revenue": row.revenue, "first_reward_at": None, "reward_received_at": None,
+            "updated_at": now,
         }
         for event_type, count in row.counts.items():
             column = _COUNTERS.get(event_type)
@@ -79,6 +80,7 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
                                "experiment_id": experiment.id, "arm_key": row.arm, "count": count})
             if event_type == spec.reward.event:
                 summary["first_reward_at"] = row.decided_at
+                summary["reward_received_at"] = now
             for k in range(count):
                 events.append({
                     "event_id": f"import:{assignment_id}:{event_type}:{k}", "experiment_id": experiment.id,

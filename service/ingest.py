@@ -272,6 +272,7 @@ def update_summaries(session: Session, rows: list[dict[str, Any]], decisions: di
         if row["type"] == info.reward_event:
             first = entry["first_reward_at"]
             entry["first_reward_at"] = row["occurred_at"] if first is None else min(first, row["occurred_at"])
+            entry["reward_received_at"] = row["received_at"]
     write_summaries(session, [summary[k] for k in sorted(summary)], [custom[k] for k in sorted(custom)])
 
 
@@ -280,13 +281,13 @@ def new_summary(decision: DecisionInfo, now: datetime) -> dict[str, Any]:
         "assignment_id": decision.id, "experiment_id": decision.experiment_id, "arm_key": decision.arm_key,
         "day": decision.created_at.date(), "propensity": decision.propensity, "holdout": decision.holdout,
         "covariate": decision.covariate, "opens": 0, "clicks": 0, "conversions": 0, "unsubscribes": 0,
-        "custom": 0, "revenue": 0.0, "first_reward_at": None, "updated_at": now,
+        "custom": 0, "revenue": 0.0, "first_reward_at": None, "reward_received_at": None, "updated_at": now,
     }
 
 
 def write_summaries(session: Session, summaries: list[dict[str, Any]], custom: list[dict[str, Any]]) -> None:
     """Merge per-decision increments into the summaries, in key order (no deadlocks between batches)."""
     bulk_write(session, DecisionOutcome, summaries, conflict=["assignment_id"], on_conflict="merge",
-               add=_SUMMED, keep_min=["first_reward_at"])
+               add=_SUMMED, keep_min=["first_reward_at", "reward_received_at"])
     bulk_write(session, DecisionCustomOutcome, custom, conflict=["assignment_id", "event_type"],
                on_conflict="merge", add=["count"])

@@ -188,6 +188,8 @@ class DecisionOutcome(Base):
     custom: Mapped[int] = mapped_column(Integer, default=0)
     revenue: Mapped[float] = mapped_column(Float, default=0.0)
     first_reward_at: Mapped[datetime | None]
+    # When the first rewarding event was received: the moment the reward became known for training.
+    reward_received_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
 
 

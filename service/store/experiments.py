@@ -128,7 +128,13 @@ def patch(session: Session, experiment: Experiment, changes: dict[str, Any], act
     spec = ExperimentSpec.model_validate(merged)  # the whole spec must still be valid
     new_json = spec.model_dump(mode="json")
     changed = {field for field in changes if new_json.get(field) != current_json.get(field)}
-    frozen = lifecycle.frozen_fields_in(experiment.status, changed)
+    checked = set(changed)
+    if "arms" in changed and experiment.status in ("running", "paused") and spec.allocation.type == "bandit":
+        problem = lifecycle.bandit_arm_change_problem(current_json["arms"], new_json["arms"])
+        if problem:
+            raise ApiError(409, problem, code="frozen_field", details=[{"field": "arms"}])
+        checked.discard("arms")
+    frozen = lifecycle.frozen_fields_in(experiment.status, checked)
     if frozen:
         raise ApiError(
             409,
