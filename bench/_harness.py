@@ -134,8 +134,25 @@ def migrate(database: Database) -> None:
 
 def create_key(database: Database, scope: str, name: str | None = None) -> str:
     """A new API key's secret (the CLI prints it on its last line)."""
-    out = nextbest(["keys", "create", "--scope", scope, "--name", name or f"bench-{scope}"], database)
-    return out.strip().splitlines()[-1].strip()
+    return create_keys(database, [scope], name)[scope]
+
+
+def create_keys(database: Database, scopes: Sequence[str], name: str | None = None) -> dict[str, str]:
+    """One key per scope, the CLI runs side by side: {scope: secret}."""
+    env = dict(os.environ, DATABASE_URL=database.url)
+    running = {
+        scope: subprocess.Popen([str(VENV_BIN / "nextbest"), "keys", "create", "--scope", scope,
+                                 "--name", name or f"bench-{scope}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        for scope in scopes
+    }
+    keys = {}
+    for scope, process in running.items():
+        out, err = process.communicate(timeout=120)
+        if process.returncode != 0:
+            raise RuntimeError(f"nextbest keys create --scope {scope} failed:\n{out}\n{err}")
+        keys[scope] = out.strip().splitlines()[-1].strip()
+    return keys
 
 
 # --------------------------------------------------------------------------- servers
@@ -284,7 +301,7 @@ class Bench:
         return db
 
     def service(self, db: Database, env: dict[str, str] | None = None, name: str | None = None) -> Api:
-        keys = {scope: create_key(db, scope) for scope in ("channel", "analyst", "admin")}
+        keys = create_keys(db, ("channel", "analyst", "admin"))
         server = start_gunicorn(name or f"{self.name}-service", "service.wsgi:app",
                                 env={"DATABASE_URL": db.url, **(env or {})}, ready_path="/readyz")
         self._stack.callback(server.stop)
@@ -598,5 +615,7 @@ def machine_note() -> str:
     cores = os.cpu_count()
     with pg_connect("postgres") as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    load1, load5, _ = os.getloadavg()
     return (f"{cores} cores, PostgreSQL {version} on {PG_HOST}, gunicorn -w {WORKERS} --threads {THREADS} -k gthread; "
-            f"clients share the machine with the server and the database")
+            f"clients share the machine with the server and the database; load average {load1:.1f} (1 min), "
+            f"{load5:.1f} (5 min) at the end of the run")

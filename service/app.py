@@ -87,6 +87,9 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
     _register_request_hooks(app)
     _register_blueprints(app)
     _register_openapi_routes(app)
+    from . import jobs
+
+    jobs.start(app)
     return app
 
 
@@ -135,9 +138,9 @@ def _register_request_hooks(app: OpenAPI) -> None:
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from .api import decisions, events, experiments, health, imports, reports, subjects
+    from .api import decisions, evaluation, events, experiments, health, imports, promotions, reports, subjects
 
-    for module in (health, experiments, decisions, events, imports, reports, subjects):
+    for module in (health, experiments, decisions, events, imports, reports, evaluation, promotions, subjects):
         app.register_api(module.api)
     from .dashboard import bp as dashboard
 

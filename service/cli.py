@@ -160,6 +160,66 @@ def refit_command(full: bool, key: str | None) -> None:
             click.echo(json.dumps(result.as_json()))
 
 
+@main.command("evaluate")
+@click.argument("experiment")
+@click.argument("candidates", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--refit-every", default=1000, show_default=True)
+def evaluate_command(experiment: str, candidates: Path, refit_every: int) -> None:
+    """Off-policy evaluation of the candidates in a JSON file ({"candidates": [...]}) on the logged decisions."""
+    from .api.evaluation import evaluate_experiment
+    from .schemas import EvaluateRequest
+
+    body = json.loads(candidates.read_text())
+    body.setdefault("refit_every", refit_every)
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        click.echo(json.dumps(evaluate_experiment(session, experiment, EvaluateRequest.model_validate(body)),
+                              indent=2))
+
+
+@main.command("promote")
+def promote_command() -> None:
+    """Evaluate promotion rules, promote clear winners, deliver due webhooks (for cron)."""
+    from .leases import holder_name
+    from .promotion import evaluate_all
+    from .webhooks import deliver_due
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        for result in evaluate_all(session, holder=holder_name("cli")):
+            click.echo(json.dumps(result))
+        click.echo(json.dumps({"webhooks": deliver_due(session)}))
+
+
+@main.command("demo")
+@click.option("--days", default=14, show_default=True, help="simulated days (one wave of customers each)")
+@click.option("--per-day", default=1500, show_default=True, help="customers per experiment per day")
+@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="hillstrom.csv (default: ../shared/data/hillstrom.csv)")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--keep-serving/--exit", default=None,
+              help="keep the dashboard running afterwards (default: only when run from a terminal)")
+def demo(days: int, per_day: int, out: Path, data: Path | None, port: int, keep_serving: bool | None) -> None:
+    """Run the whole loop on the real Hillstrom customers, then leave the dashboard running."""
+    from .demo import run_demo
+
+    data = data or _find_data("hillstrom.csv")
+    if keep_serving is None:
+        keep_serving = sys.stdin.isatty() and sys.stdout.isatty()
+    run_demo(data, out, days=days, per_day=per_day, port=port, keep_serving=keep_serving)
+
+
+def _find_data(name: str) -> Path:
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = base.parent / "shared" / "data" / name
+        if candidate.exists():
+            return candidate
+    raise click.ClickException(f"cannot find {name}; pass --data PATH")
+
+
 def run() -> Any:  # pragma: no cover - console entry point
     return main()
 

@@ -64,14 +64,33 @@ def _known_by(moment: datetime, window: timedelta) -> Any:
                and_(DecisionOutcome.reward_received_at.is_not(None), DecisionOutcome.reward_received_at <= moment))
 
 
+@dataclass(frozen=True, slots=True)
+class KnownDecisions:
+    """Logged decisions whose reward is known, oldest first."""
+
+    contexts: list[dict[str, Any]]
+    arms: list[str]
+    rewards: np.ndarray
+    propensities: np.ndarray
+    decided_at: list[datetime]
+
+
 def training_examples(session: Session, experiment: Experiment, spec: ExperimentSpec, since: datetime | None,
                       until: datetime, not_before: datetime | None = None) -> tuple[list[Any], list[str], np.ndarray]:
     """(contexts, arms, rewards) of decisions whose reward became known in (since, until], oldest first."""
+    known = known_decisions(session, experiment, spec, since, until, not_before)
+    return known.contexts, known.arms, known.rewards
+
+
+def known_decisions(session: Session, experiment: Experiment, spec: ExperimentSpec, since: datetime | None,
+                    until: datetime, not_before: datetime | None = None, *, include_holdout: bool = False
+                    ) -> KnownDecisions:
+    """Decisions whose reward became known in (since, until]; holdout ones only when asked (evaluation)."""
     window = timedelta(seconds=spec.attribution_window_seconds)
     reward = spec.reward
     event_count = _COUNT_COLUMNS.get(reward.event)
-    columns = [Assignment.context, Assignment.arm_key, Assignment.created_at, DecisionOutcome.revenue,
-               DecisionOutcome.reward_received_at]
+    columns = [Assignment.context, Assignment.arm_key, Assignment.created_at, Assignment.propensity,
+               DecisionOutcome.revenue, DecisionOutcome.reward_received_at]
     query = select(*columns).select_from(Assignment).outerjoin(
         DecisionOutcome, DecisionOutcome.assignment_id == Assignment.id)
     if event_count is not None:
@@ -80,14 +99,16 @@ def training_examples(session: Session, experiment: Experiment, spec: Experiment
         query = query.outerjoin(DecisionCustomOutcome, and_(
             DecisionCustomOutcome.assignment_id == Assignment.id, DecisionCustomOutcome.event_type == reward.event,
         )).add_columns(DecisionCustomOutcome.count.label("reward_events"))
-    conditions = [Assignment.experiment_id == experiment.id, Assignment.holdout.is_(False), _known_by(until, window)]
+    conditions = [Assignment.experiment_id == experiment.id, _known_by(until, window)]
+    if not include_holdout:
+        conditions.append(Assignment.holdout.is_(False))
     if since is not None:
         conditions.append(~_known_by(since, window))
     if not_before is not None:
         conditions.append(Assignment.created_at >= not_before)
     rows = session.execute(query.where(*conditions).order_by(Assignment.created_at, Assignment.id)).all()
     if not rows:
-        return [], [], np.zeros(0)
+        return KnownDecisions([], [], np.zeros(0), np.zeros(0), [])
     counts = np.array([r.reward_events or 0 for r in rows], dtype=float)
     revenue = np.array([r.revenue or 0.0 for r in rows], dtype=float)
     # Rewarded decisions count as successes even before their window closes.
@@ -97,9 +118,11 @@ def training_examples(session: Session, experiment: Experiment, spec: Experiment
         event=reward.event)
     values, known = rewards_for(definition, np.where(rewarded, counts, 0), revenue, closed)
     keep = np.flatnonzero(known)
-    contexts = [rows[i].context or {} for i in keep]
-    arms = [rows[i].arm_key for i in keep]
-    return contexts, arms, values[keep]
+    return KnownDecisions(
+        contexts=[rows[i].context or {} for i in keep], arms=[rows[i].arm_key for i in keep],
+        rewards=values[keep], propensities=np.array([rows[i].propensity for i in keep], dtype=float),
+        decided_at=[rows[i].created_at for i in keep],
+    )
 
 
 def latest_snapshot(session: Session, experiment_id: int) -> PolicySnapshot | None:

@@ -233,3 +233,65 @@ class ResubscribeResult(BaseModel):
     subject_id: str
     channel: str
     resubscribed: bool
+
+
+class ConditionOut(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+    values: dict[str, Any]
+
+
+class PromotionDecisionOut(BaseModel):
+    experiment: str
+    action: Literal["promote", "notify", "wait", "none"]
+    winner: str | None
+    promoted_winner: str | None
+    conditions: list[ConditionOut]
+    summary: str
+    statistics: dict[str, Any]
+
+
+class PromoteBody(_In):
+    winner: str = Field(max_length=64)
+    holdback: float | None = Field(default=None, ge=0, le=0.5, description="default: the rule's holdback, or 0")
+    reason: str = Field(default="promoted by hand", max_length=2000)
+
+
+class RollbackBody(_In):
+    reason: str = Field(default="rolled back by hand", max_length=2000)
+
+
+class WebhookIn(_In):
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
+    experiment: str | None = Field(default=None, pattern=SLUG, description="omit for every experiment")
+    secret: str | None = Field(default=None, min_length=16, max_length=200)
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    experiment: str | None
+    active: bool
+    secret: str | None = Field(default=None, description="returned once, at creation")
+    deliveries: dict[str, int] = {}
+
+
+class WebhookPath(BaseModel):
+    webhook_id: int
+
+
+class EvaluateRequest(_In):
+    candidates: list[dict[str, Any]] = Field(min_length=1, max_length=20, description=(
+        'each {"name": label, "policy": {"name": "fixed", "arm": "mens"} | {"name": "uniform"} | a bandit policy '
+        'spec (optionally with "features")}'))
+    refit_every: int = Field(default=1000, ge=10, le=1_000_000, description="decisions between candidate refits")
+    max_weight: float = Field(default=100.0, gt=1, description="importance weights are clipped here")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
+class EvaluateResponse(BaseModel):
+    experiment: str
+    decisions: int
+    reward: dict[str, Any]
+    candidates: list[dict[str, Any]]

@@ -22,7 +22,8 @@ import io
 import re
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,8 @@ def cumulative_chart(report: dict[str, Any], labels: dict[str, str], colors: dic
     days = sorted({_day(p["day"]) for p in points})
     level = round(100 * report["confidence"])
     title = f"Cumulative {metric_label.lower()} per arm ({level}% interval)"
+    if len(days) == 1:
+        title = f"{metric_label} per arm ({level}% interval); all decisions on one day"
     with _figure(height=3.4) as (fig, ax):
         for position, arm in enumerate(arms):
             series = sorted((_day(p["day"]), p["metrics"][metric]) for p in points if p["arm"] == arm)
@@ -297,24 +300,12 @@ def daily_decisions(daily: Sequence[dict[str, Any]]) -> dict[datetime.date, dict
 # Figure plumbing
 
 
-class _figure:
-    """A fresh figure under the dashboard's rc settings, held under the lock until it is written."""
-
-    def __init__(self, height: float, width: float = 6.4):
-        self.size = (width, height)
-
-    def __enter__(self) -> tuple[Figure, Any]:
-        _LOCK.acquire()
-        self._rc = matplotlib.rc_context(_RC)
-        self._rc.__enter__()
-        self.fig = Figure(figsize=self.size, layout="constrained")
-        return self.fig, self.fig.add_subplot()
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._rc.__exit__(*exc)
-        finally:
-            _LOCK.release()
+@contextmanager
+def _figure(height: float, width: float = 6.4) -> Iterator[tuple[Figure, Any]]:
+    """A fresh figure under the dashboard's rc settings, held under the lock until it has been written."""
+    with _LOCK, matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        yield fig, fig.add_subplot()
 
 
 def _value_axis(axis: Any, is_rate: bool) -> None:

@@ -82,7 +82,13 @@ def p_value(p: float | None) -> str:
     if not _finite(p):
         return EMPTY
     assert p is not None
-    return "<0.0001" if p < 0.0001 else f"{p:.4f}"
+    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
+def p_is(p: float | None) -> str:
+    """'p = 0.0152' or 'p < 0.0001'."""
+    text = p_value(p)
+    return text if text == EMPTY else f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def share(v: float | None) -> str:
@@ -109,8 +115,8 @@ def metric_block(report: dict[str, Any], metric: str) -> dict[str, Any] | None:
 
 
 def has_data(block: dict[str, Any]) -> bool:
-    """False when no arm has a number for the metric (e.g. open rate when opens are not tracked)."""
-    return any(r["value"] is not None and r["error"] not in ("NO_EVENTS", "NO_DATA") for r in block["arms"])
+    """False when every arm's value is missing or zero (e.g. open rate when opens are not tracked)."""
+    return any(_finite(r["value"]) and r["value"] != 0 for r in block["arms"])
 
 
 @dataclass(frozen=True, slots=True)

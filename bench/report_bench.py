@@ -1,0 +1,312 @@
+"""Report latency: GET /v1/experiments/{key}/report over 1 million decisions and 3 million events.
+
+1. A fresh, migrated PostgreSQL database; one running fixed-split experiment
+   with 3 arms, created through the API.
+2. Loaded straight in SQL with generate_series (secondary indexes dropped during
+   the load and rebuilt after, foreign-key triggers off for the load session):
+   --decisions decisions spread over 14 days, --events events on them (open,
+   click, conversion with a value, unsubscribe; conversion rate differing by arm;
+   0.1% unattributed), and decision_outcomes built from those events by the
+   same aggregation ingestion keeps up to date, so the two agree. Then VACUUM
+   ANALYZE, as autovacuum would have done on a live system.
+3. The report through gunicorn (JSON), --repeat times after one warm-up call;
+   the median is compared with the floor: the aggregate queries the report
+   runs (captured from service/report_queries.py as it builds the report, then
+   replayed directly through psycopg 3), summed.
+
+Run: .venv/bin/python bench/report_bench.py [--decisions 1000000] [--events 3000000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (  # noqa: E402
+    Bench,
+    Database,
+    fmt_ratio,
+    fmt_s,
+    log,
+    machine_note,
+    print_table,
+    verdict,
+)
+
+SPEC = {
+    "key": "spring-email", "name": "Spring e-mail offer",
+    "arms": [{"key": "control", "is_control": True, "payload": {"template": "none"}},
+             {"key": "mens", "payload": {"template": "mens-v1"}},
+             {"key": "womens", "payload": {"template": "womens-v1"}}],
+    "allocation": {"type": "fixed", "weights": {"control": 1, "mens": 1, "womens": 1}},
+    "reward": {"event": "conversion"},
+    "attribution_window_seconds": 1209600,
+    "guardrails": [{"metric": "unsubscribe_rate", "max_relative_increase": 0.10}],
+    "promotion": {"metric": "conversion_rate", "confidence": 0.95, "min_decisions_per_arm": 1000,
+                  "min_runtime_seconds": 604800, "action": "promote"},
+}
+TABLES = ("assignments", "events", "decision_outcomes")
+DAYS = 14
+
+
+def _columns(conn: Any, table: str) -> set[str]:
+    return {r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s",
+        (table,))}
+
+
+def load(db: Database, experiment_id: int, decisions: int, events: int) -> dict[str, float]:
+    """Fill the three tables consistently; returns seconds per step."""
+    steps: dict[str, float] = {}
+
+    def step(name: str, sql: str, params: Any = None) -> None:
+        t0 = time.perf_counter()
+        conn.execute(sql, params)
+        conn.commit()
+        steps[name] = steps.get(name, 0.0) + time.perf_counter() - t0
+        log(f"  {name}: {time.perf_counter() - t0:.1f} s")
+
+    with db.connect(options="-c timezone=UTC") as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute("SET work_mem = '256MB'")
+        conn.execute("SET session_replication_role = replica")  # no FK triggers for the load
+        # Secondary indexes that no constraint needs: drop now, rebuild after the load.
+        indexes = conn.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = 'public' AND i.tablename = ANY(%s) "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)", (list(TABLES),)).fetchall()
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        conn.commit()
+        outcome_columns = _columns(conn, "decision_outcomes")
+
+        span = DAYS * 86400.0
+        step("assignments", f"""
+            INSERT INTO assignments (id, experiment_id, arm_key, subject_id, propensity, policy_version, holdout,
+                                     context, channel, covariate, source, created_at)
+            SELECT lpad(to_hex(g), 32, '0'), %(eid)s, (ARRAY['control', 'mens', 'womens'])[1 + g %% 3],
+                   's-' || g, 1.0 / 3, 0, false, NULL, 'email', NULL, 'live',
+                   date_trunc('day', now()) - interval '{DAYS} days' + (g * %(step)s) * interval '1 second'
+            FROM generate_series(1, %(n)s) g""", {"eid": experiment_id, "n": decisions, "step": span / decisions})
+        conn.execute("SELECT setseed(0.42)")
+        step("events", f"""
+            INSERT INTO events (event_id, experiment_id, assignment_id, subject_id, type, value, occurred_at,
+                                received_at, attribution, unattributed_reason)
+            SELECT 'e-' || k, %(eid)s,
+                   CASE WHEN unattributed THEN NULL ELSE lpad(to_hex(d), 32, '0') END, 's-' || d, type,
+                   CASE WHEN type = 'conversion' THEN round((10 + 90 * r2)::numeric, 2)::float8 END,
+                   occurred, occurred + interval '30 seconds',
+                   CASE WHEN unattributed THEN 'unattributed' ELSE 'assignment' END,
+                   CASE WHEN unattributed THEN 'outside_window' END
+            FROM (
+              SELECT k, d, r2, k %% 1000 = 0 AS unattributed,
+                     date_trunc('day', now()) - interval '{DAYS} days' + (d * %(step)s) * interval '1 second'
+                       + r2 * interval '2 days' AS occurred,
+                     CASE WHEN r < 0.60 THEN 'open'
+                          WHEN r < 0.88 THEN 'click'
+                          WHEN r < 0.91 + 0.006 * (d %% 3) THEN 'conversion'
+                          WHEN r < 0.995 THEN 'open'
+                          ELSE 'unsubscribe' END AS type
+              FROM (SELECT k, 1 + floor(random() * %(n)s)::int AS d, random() AS r, random() AS r2
+                    FROM generate_series(1, %(m)s) k) raw
+            ) e""", {"eid": experiment_id, "n": decisions, "m": events, "step": span / decisions})
+        received = ", reward_received_at" if "reward_received_at" in outcome_columns else ""
+        received_value = ", e.reward_received_at" if received else ""
+        step("decision_outcomes", f"""
+            INSERT INTO decision_outcomes (assignment_id, experiment_id, arm_key, day, propensity, holdout,
+                                           covariate, opens, clicks, conversions, unsubscribes, custom, revenue,
+                                           first_reward_at{received}, updated_at)
+            SELECT a.id, a.experiment_id, a.arm_key, (a.created_at AT TIME ZONE 'UTC')::date, a.propensity,
+                   a.holdout, a.covariate, e.opens, e.clicks, e.conversions, e.unsubscribes, 0, e.revenue,
+                   e.first_reward_at{received_value}, now()
+            FROM (SELECT assignment_id,
+                         count(*) FILTER (WHERE type = 'open') AS opens,
+                         count(*) FILTER (WHERE type = 'click') AS clicks,
+                         count(*) FILTER (WHERE type = 'conversion') AS conversions,
+                         count(*) FILTER (WHERE type = 'unsubscribe') AS unsubscribes,
+                         coalesce(sum(value) FILTER (WHERE type = 'conversion'), 0) AS revenue,
+                         min(occurred_at) FILTER (WHERE type = 'conversion') AS first_reward_at,
+                         min(received_at) FILTER (WHERE type = 'conversion') AS reward_received_at
+                  FROM events WHERE attribution <> 'unattributed' GROUP BY assignment_id) e
+            JOIN assignments a ON a.id = e.assignment_id
+            ORDER BY a.id""")
+        t0 = time.perf_counter()
+        for _, definition in indexes:
+            conn.execute(definition)
+            conn.commit()
+        steps["indexes"] = time.perf_counter() - t0
+        log(f"  rebuilt {len(indexes)} indexes: {steps['indexes']:.1f} s")
+        conn.execute("SET session_replication_role = DEFAULT")
+        conn.commit()
+        conn.autocommit = True
+        t0 = time.perf_counter()
+        for table in TABLES:
+            conn.execute(f"VACUUM ANALYZE {table}")
+        steps["vacuum analyze"] = time.perf_counter() - t0
+        log(f"  vacuum analyze: {steps['vacuum analyze']:.1f} s")
+    return steps
+
+
+def check_consistency(db: Database, experiment_id: int) -> str:
+    with db.connect() as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM assignments WHERE experiment_id = %(e)s), "
+            "(SELECT count(*) FROM events WHERE experiment_id = %(e)s), "
+            "(SELECT count(*) FROM decision_outcomes WHERE experiment_id = %(e)s)", {"e": experiment_id}).fetchone()
+        by_type = dict(conn.execute(
+            "SELECT type, count(*) FROM events WHERE experiment_id = %s AND attribution <> 'unattributed' "
+            "GROUP BY type", (experiment_id,)).fetchall())
+        sums = conn.execute(
+            "SELECT sum(opens), sum(clicks), sum(conversions), sum(unsubscribes) FROM decision_outcomes "
+            "WHERE experiment_id = %s", (experiment_id,)).fetchone()
+    expected = (by_type.get("open", 0), by_type.get("click", 0), by_type.get("conversion", 0),
+                by_type.get("unsubscribe", 0))
+    if tuple(int(x or 0) for x in sums) != expected:
+        raise RuntimeError(f"decision_outcomes disagree with events: {sums} vs {expected}")
+    return (f"{counts[0]:,} decisions, {counts[1]:,} events, {counts[2]:,} decisions with outcomes; summaries agree "
+            f"with the events (open {expected[0]:,}, click {expected[1]:,}, conversion {expected[2]:,}, "
+            f"unsubscribe {expected[3]:,})")
+
+
+def in_process(db: Database, key: str) -> tuple[list[tuple[str, Any]], dict[str, float]]:
+    """Build the report in this process as the endpoint does, capturing every SQL statement report_queries runs."""
+    from sqlalchemy import event
+
+    from reports import build_report, report_to_dict
+    from service import db as db_module
+    from service.app import create_app
+    from service.report_queries import report_input
+    from service.store import experiments as store
+
+    app = create_app({"DATABASE_URL": db.url})
+    engine = db_module.get_db(app).engine
+    captured: list[tuple[str, Any]] = []
+    capturing = [False]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if capturing[0]:
+            captured.append((statement, parameters))
+
+    times: dict[str, list[float]] = {"queries (SQLAlchemy)": [], "statistics": [], "to JSON": []}
+    for attempt in range(3):
+        with app.app_context():
+            session = db_module.session()
+            experiment = store.get(session, key)
+            spec = store.spec_of(experiment)
+            capturing[0] = attempt == 0
+            t0 = time.perf_counter()
+            inputs = report_input(session, experiment, spec)
+            t1 = time.perf_counter()
+            capturing[0] = False
+            report = build_report(inputs)
+            t2 = time.perf_counter()
+            app.json.dumps(report_to_dict(report))
+            t3 = time.perf_counter()
+            session.close()
+        times["queries (SQLAlchemy)"].append(t1 - t0)
+        times["statistics"].append(t2 - t1)
+        times["to JSON"].append(t3 - t2)
+    db_module.get_db(app).dispose()
+    return captured, {k: statistics.median(v) for k, v in times.items()}
+
+
+def short(sql: str) -> str:
+    """A statement's gist for the table: its aggregates' source and grouping."""
+    flat = " ".join(sql.split())
+    source = flat.split(" FROM ", 1)[1].split(" ", 1)[0] if " FROM " in flat else "?"
+    group = flat.split(" GROUP BY ", 1)[1].split(" ORDER BY")[0] if " GROUP BY " in flat else ""
+    group = group.replace("decision_outcomes.", "").replace("assignments.", "").replace("events.", "")
+    return f"{source}" + (f" GROUP BY {group}" if group else " (no GROUP BY)")
+
+
+def run(args: argparse.Namespace) -> None:
+    with Bench("report") as bench:
+        db = bench.database()
+        api = bench.service(db)
+        log(f"service on :{api.server.port}, database {db.name}")
+        experiment = api.create_experiment(SPEC)
+        eid = int(experiment["id"])
+        log(f"loading {args.decisions:,} decisions and {args.events:,} events")
+        t0 = time.perf_counter()
+        steps = load(db, eid, args.decisions, args.events)
+        load_seconds = time.perf_counter() - t0
+        consistency = check_consistency(db, eid)
+        log(f"loaded in {load_seconds:.1f} s; {consistency}")
+        path = f"/v1/experiments/{SPEC['key']}/report"
+
+        statements, stages = in_process(db, SPEC["key"])
+        warm = api.call("GET", path)
+        first = warm.elapsed.total_seconds()
+        body = warm.json()
+        # Endpoint and floor alternate, so both see the same machine.
+        samples, floors, per_query = [], [], [[] for _ in statements]
+        with db.connect(options="-c timezone=UTC") as conn:
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                response = api.call("GET", path)
+                response.content  # noqa: B018 - read it all
+                samples.append(time.perf_counter() - t0)
+                floors.append(0.0)
+                for i, (sql, params) in enumerate(statements):
+                    t0 = time.perf_counter()
+                    conn.execute(sql, params).fetchall()
+                    per_query[i].append(time.perf_counter() - t0)
+                    floors[-1] += per_query[i][-1]
+                conn.rollback()
+        endpoint = statistics.median(samples)
+        floor_total = statistics.median(floors)
+        per_statement = [(sql, statistics.median(t)) for (sql, _), t in zip(statements, per_query)]
+        log(f"  endpoint: median {endpoint:.3f} s of {[round(s, 3) for s in samples]} (first call {first:.3f} s)")
+        log(f"  floor: {len(per_statement)} statements, median {floor_total:.3f} s of {[round(s, 3) for s in floors]}; "
+            f"in-process stages {stages}")
+        arms = [a.get("arm") for a in body.get("arms", [])] if isinstance(body, dict) else []
+
+    ratio = endpoint / floor_total if floor_total else float("nan")
+    print_table(
+        f"GET /v1/experiments/{{key}}/report over {args.decisions:,} decisions and {args.events:,} events (3 arms)",
+        ["what", "seconds", "x floor", "target", "met"],
+        [["service `GET .../report` (JSON), median of " f"{args.repeat}", fmt_s(endpoint, 3), fmt_ratio(ratio),
+          "< 2 s and <= 2 x floor", verdict(endpoint < 2.0 and ratio <= 2.0)],
+         [f"floor: the report's {len(per_statement)} aggregate queries run directly (psycopg 3), summed, median",
+          fmt_s(floor_total, 3), "1.00", "", ""],
+         ["in process: report_queries.report_input (SQLAlchemy)", fmt_s(stages["queries (SQLAlchemy)"], 3),
+          fmt_ratio(stages["queries (SQLAlchemy)"] / floor_total if floor_total else float("nan")), "", ""],
+         ["in process: reports.build_report (statistics)", fmt_s(stages["statistics"], 3), "", "", ""],
+         ["in process: report_to_dict + JSON", fmt_s(stages["to JSON"], 3), "", "", ""],
+         ["first call after the load (not in the median)", fmt_s(first, 3), "", "", ""]],
+        [machine_note(),
+         consistency,
+         f"loaded in {load_seconds:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()) + ")",
+         f"endpoint and floor measured alternately; endpoint samples (s): {', '.join(f'{s:.3f}' for s in samples)}; "
+         f"floor samples (s): {', '.join(f'{s:.3f}' for s in floors)}; report arms: {', '.join(map(str, arms))}"],
+    )
+    ranked = sorted(per_statement, key=lambda x: -x[1])
+    print_table("The report's queries, slowest first (median of direct runs)",
+                ["#", "query", "seconds"],
+                [[str(i + 1), short(sql), fmt_s(t, 3)] for i, (sql, t) in enumerate(ranked)])
+    if args.show_sql:
+        for sql, t in ranked:
+            print(f"\n-- {t:.3f} s\n{sql}", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=3_000_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--show-sql", action="store_true", help="print each captured statement to stderr")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NEXTBEST_LOG_LEVEL", "WARNING")
+    main()

@@ -1,0 +1,55 @@
+"""Off-policy evaluation: what candidate policies would have earned on the logged decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from flask import Response, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+from sqlalchemy.orm import Session
+
+from experiments.spec import BanditAllocation
+
+from .. import db
+from ..app import BEARER
+from ..clock import utcnow
+from ..errors import ApiError
+from ..learning import known_decisions
+from ..schemas import EvaluateRequest, EvaluateResponse, ExperimentPath
+from ..store import experiments as store
+from .scoping import requires
+
+api = APIBlueprint("evaluation", __name__, url_prefix="/v1", abp_tags=[Tag(name="reports")], abp_security=BEARER)
+
+
+def evaluate_experiment(session: Session, key: str, request: EvaluateRequest) -> dict[str, Any]:
+    """Replay each candidate over the experiment's logged decisions in time order and estimate its value."""
+    from bandits.candidates import EvaluationConfig, evaluate_candidates
+
+    experiment = store.get(session, key)
+    spec = store.spec_of(experiment)
+    logged = known_decisions(session, experiment, spec, None, utcnow(), include_holdout=True)
+    if not logged.arms:
+        raise ApiError(409, "no logged decisions with known rewards yet; nothing to evaluate",
+                       code="not_enough_data")
+    features = spec.allocation.features if isinstance(spec.allocation, BanditAllocation) else []
+    config = EvaluationConfig(refit_every=request.refit_every, max_weight=request.max_weight,
+                              confidence=request.confidence)
+    try:
+        rows = evaluate_candidates(
+            request.candidates, [arm.key for arm in spec.arms], logged.arms, logged.rewards, logged.propensities,
+            contexts=logged.contexts, order=np.array([d.timestamp() for d in logged.decided_at]),
+            features=features, config=config,
+        )
+    except ValueError as exc:
+        raise ApiError(422, str(exc), details=[{"field": "candidates"}]) from None
+    return {"experiment": experiment.key, "decisions": len(logged.arms),
+            "reward": spec.reward.model_dump(mode="json"), "candidates": [row.to_dict() for row in rows]}
+
+
+@api.post("/experiments/<key>/evaluate", responses={200: EvaluateResponse})
+@requires("evaluation", "analyst")
+def evaluate(path: ExperimentPath, body: EvaluateRequest) -> Response:
+    """Estimate candidates' reward per decision (IPS, SNIPS, DM, DR) with intervals and effective sample size."""
+    return jsonify(evaluate_experiment(db.session(), path.key, body))

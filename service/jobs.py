@@ -1,0 +1,95 @@
+"""Periodic jobs inside the service: refit bandits, evaluate promotions, deliver webhooks.
+
+With NEXTBEST_JOBS=on every worker runs a daemon thread that wakes every
+NEXTBEST_JOB_INTERVAL_SECONDS; leases in the database make sure only one
+worker, on one host, runs each job at a time. Cron can run the same jobs with
+`nextbest refit` and `nextbest promote` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from .clock import utcnow
+from .db import Database
+from .leases import holder_name
+from .models import Experiment
+
+log = logging.getLogger("nextbest.jobs")
+
+
+def refit_due(database: Database, holder: str) -> list[Any]:
+    """Refit each running bandit whose last snapshot is older than its refit interval."""
+    from experiments.spec import BanditAllocation
+
+    from .learning import latest_snapshot, refit
+    from .store.experiments import spec_of
+
+    results = []
+    with database.session() as session:
+        experiments = session.scalars(select(Experiment).where(Experiment.status == "running",
+                                                               Experiment.winner_arm.is_(None))).all()
+        for experiment in experiments:
+            spec = spec_of(experiment)
+            if not isinstance(spec.allocation, BanditAllocation):
+                continue
+            last = latest_snapshot(session, experiment.id)
+            interval = timedelta(seconds=spec.allocation.refit_interval_seconds)
+            if last is None or last.created_at + interval <= utcnow():
+                results.append(refit(session, experiment, holder=holder))
+    return results
+
+
+def run_once(database: Database, holder: str | None = None) -> dict[str, Any]:
+    """One pass of every job; errors in one job do not stop the others."""
+    from .promotion import evaluate_all
+    from .webhooks import deliver_due
+
+    holder = holder or holder_name("jobs")
+    summary: dict[str, Any] = {}
+    for name, job in (("refit", lambda: [r.as_json() for r in refit_due(database, holder)]),
+                      ("promotion", lambda: _with_session(database, lambda s: evaluate_all(s, holder=holder))),
+                      ("webhooks", lambda: _with_session(database, deliver_due))):
+        try:
+            summary[name] = job()
+        except Exception:  # a failing job is logged and retried next pass
+            log.exception("job %s failed", name)
+            summary[name] = "error"
+    return summary
+
+
+def _with_session(database: Database, work: Any) -> Any:
+    with database.session() as session:
+        return work(session)
+
+
+class JobThread(threading.Thread):
+    def __init__(self, database: Database, interval: float):
+        super().__init__(name="nextbest-jobs", daemon=True)
+        self.database = database
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        holder = holder_name("jobs")
+        while not self.stopped.wait(self.interval):
+            run_once(self.database, holder)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def start(app: Any) -> JobThread | None:
+    if str(app.config.get("NEXTBEST_JOBS", "off")).lower() not in ("on", "1", "true", "yes"):
+        return None
+    from .db import get_db
+
+    thread = JobThread(get_db(app), float(app.config["NEXTBEST_JOB_INTERVAL_SECONDS"]))
+    thread.start()
+    app.extensions["nextbest.jobs"] = thread
+    return thread
