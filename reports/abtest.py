@@ -376,7 +376,7 @@ def _metric_result(metric: str, arms: Sequence[ArmSummary], control: ArmSummary,
 
 
 def _srm(inp: ReportInput) -> SrmResult:
-    observed = {a.arm: a.decisions for a in inp.arms}
+    observed = dict(inp.srm_counts) if inp.srm_counts is not None else {a.arm: a.decisions for a in inp.arms}
     shares = {a.arm: a.expected_share for a in inp.arms}
     if inp.allocation_type == "bandit" and inp.bandit is not None and inp.bandit.ipw:
         check = propensity_balance(list(inp.bandit.ipw), inp.bandit.n_total)

@@ -80,6 +80,9 @@ class ReportInput:
     bandit: BanditInput | None = None
     unattributed_events: Mapping[str, int] = field(default_factory=dict)  # reason -> count
     suppressed: Mapping[str, int] = field(default_factory=dict)  # reason -> requests that got no offer
+    # Decisions per arm made under the configured split (e.g. before a promotion changed it), for the SRM
+    # check of a fixed split; None means every decision was.
+    srm_counts: Mapping[str, int] | None = None
     generated_at: datetime.datetime | None = None
 
 

@@ -128,7 +128,20 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
         bandit=_bandit_input(session, eid, spec) if is_bandit else None,
         unattributed_events=unattributed_counts(session, eid),
         suppressed=suppressed_counts(session, eid),
+        srm_counts=_counts_before(session, eid, experiment.promoted_at) if experiment.promoted_at and not is_bandit
+        else None,
     )
+
+
+def _counts_before(session: Session, eid: int, moment: Any) -> dict[str, int]:
+    """Decisions per arm made under the configured split, before a promotion changed the allocation."""
+    return {
+        row.arm_key: int(row.n)
+        for row in session.execute(
+            select(A.arm_key, func.count().label("n")).where(A.experiment_id == eid, A.created_at < moment)
+            .group_by(A.arm_key)
+        )
+    }
 
 
 def _covariate_stats(session: Session, eid: int, spec: ExperimentSpec) -> dict[str, Any]:
