@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from . import config as config_module
 from . import db as db_module
-from . import errors
+from . import errors, observability
 from .auth import check_request
 
 log = logging.getLogger("nextbest")
@@ -84,6 +84,7 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
 
     db_module.init_app(app)
     errors.register(app)
+    observability.init_app(app)
     _register_request_hooks(app)
     _register_blueprints(app)
     _register_openapi_routes(app)
@@ -93,7 +94,7 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
     return app
 
 
-_UNGUARDED = {"health.healthz", "health.readyz", "openapi_json", "docs", "openapi.doc_url", "openapi.openapi",
+_UNGUARDED = {"health.healthz", "health.readyz", "openapi_json", "docs", "metrics", "openapi.doc_url", "openapi.openapi",
               "static"}
 
 
@@ -123,7 +124,8 @@ def _register_request_hooks(app: OpenAPI) -> None:
             )
         required = scopes.get(request.endpoint or "")
         if required is not None:
-            check_request(db_module.session(), required)
+            caller = check_request(db_module.session(), required)
+            observability.check_rate_limit(caller.key_id)
         if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.content_length != 0:
             body = request.get_json(silent=False)  # malformed JSON -> 400 in the error shape
             if _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
@@ -159,6 +161,12 @@ def _register_openapi_routes(app: OpenAPI) -> None:
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Response:
         return jsonify(openapi_document(app))
+
+    @app.get("/metrics", doc_ui=False)
+    def metrics() -> Response:
+        """Prometheus metrics of every worker (admin key)."""
+        check_request(db_module.session(), "admin")
+        return observability.metrics_response()
 
     @app.get("/docs", doc_ui=False)
     def docs() -> Response:

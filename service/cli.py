@@ -37,6 +37,9 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     database = _database()
     _require_migrated(database)
     database.dispose()
+    if workers > 1 and not config_module.load().get("NEXTBEST_SECRET_KEY"):
+        click.echo("warning: NEXTBEST_SECRET_KEY is not set; dashboard sign-ins will not survive a change of "
+                   "worker. Set it to a long random string.", err=True)
     from .wsgi_server import run
 
     run(host=host, port=port, workers=workers, threads=threads)

@@ -119,7 +119,7 @@ def register(app: Flask) -> None:
                 503, "database_unavailable", "the database is unavailable; retry shortly",
                 headers={"Retry-After": "5"},
             )
-        log.exception("unexpected error (request %s)", getattr(g, "request_id", "-"))
+        log.exception("unexpected error", extra={"request_id": getattr(g, "request_id", None)})
         return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 

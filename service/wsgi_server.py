@@ -22,8 +22,20 @@ class _Server(BaseApplication):
         return app
 
 
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def run(host: str, port: int, workers: int = 1, threads: int = 4) -> None:
+    import os
+    import tempfile
+
+    # Metrics from every worker are aggregated through files in this directory.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="nextbest-metrics-"))
     _Server({
+        "child_exit": _child_exit,
         "bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
         "timeout": 60, "graceful_timeout": 30, "accesslog": None, "loglevel": "info",
     }).run()

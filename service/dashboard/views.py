@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from ..errors import ApiError
 from ..models import Experiment
 from ..store import experiments as store
 from . import bp, charts, present, queries, signin
+
+log = logging.getLogger("nextbest")
 
 PUBLIC_ENDPOINTS = frozenset({"dashboard.login", "dashboard.static"})
 # Everything the pages use comes from this site; no script runs at all.
@@ -156,7 +159,12 @@ def index() -> str:
     rows = []
     for experiment in queries.experiments(database, status):
         seen = counts.get(experiment.id, queries.Traffic(0, 0))
-        report, problem = _report(database, experiment) if seen.decisions else (None, None)
+        try:
+            report, problem = _report(database, experiment) if seen.decisions else (None, None)
+        except Exception:  # one broken report must not hide every other experiment
+            log.exception("report of %s failed on the dashboard list", experiment.key)
+            database.rollback()
+            report, problem = None, "The report failed; the error has been logged."
         leader = present.leader(report) if report else None
         rows.append(ListRow(
             key=experiment.key,

@@ -1,0 +1,134 @@
+"""Operations: Prometheus metrics, structured JSON logs with a request id, per-key rate limits.
+
+Metrics work under gunicorn with several workers through prometheus-client's
+multiprocess mode: `nextbest serve` sets PROMETHEUS_MULTIPROC_DIR to a fresh
+directory before the workers fork (set it yourself when starting gunicorn
+directly), and /metrics aggregates every worker's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .errors import ApiError
+
+REQUESTS = Counter("nextbest_requests_total", "HTTP requests", ["endpoint", "method", "status"])
+LATENCY = Histogram("nextbest_request_seconds", "HTTP request latency", ["endpoint"],
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+DECISIONS = Counter("nextbest_decisions_total", "decisions answered", ["kind"])
+EVENTS = Counter("nextbest_events_total", "events received", ["status"])
+REFITS = Counter("nextbest_refits_total", "policy refits", ["status"])
+PROMOTIONS = Counter("nextbest_promotions_total", "promotions", ["how"])
+ERRORS = Counter("nextbest_errors_total", "unexpected errors (500)", [])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the request id when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("request_id", "method", "path", "status", "ms", "key_name", "endpoint"):
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger("nextbest")
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+class RateLimiter:
+    """Token bucket per API key in this worker: `rate` requests a second, bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[int, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key_id: int) -> float | None:
+        """None when allowed; otherwise seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key_id, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[key_id] = (tokens, now)
+                return (1 - tokens) / self.rate
+            self._buckets[key_id] = (tokens - 1, now)
+            return None
+
+
+def init_app(app: Flask) -> None:
+    configure_logging(str(app.config["NEXTBEST_LOG_LEVEL"]))
+    access_log = str(app.config.get("NEXTBEST_ACCESS_LOG", "on")).lower() in ("on", "1", "true", "yes")
+    rate = float(app.config.get("NEXTBEST_RATE_LIMIT_PER_SECOND", 0) or 0)
+    limiter = RateLimiter(rate, max(rate * 2, 1.0)) if rate > 0 else None
+    app.extensions["nextbest.ratelimiter"] = limiter
+    log = logging.getLogger("nextbest.access")
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        endpoint = request.endpoint or "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        LATENCY.labels(endpoint).observe(elapsed)
+        if response.status_code >= 500:
+            ERRORS.inc()
+        if access_log:
+            caller = g.get("caller")
+            log.info("request", extra={
+                "request_id": g.get("request_id"), "method": request.method, "path": request.path,
+                "status": response.status_code, "ms": round(elapsed * 1000, 2),
+                "key_name": caller.name if caller is not None else None, "endpoint": endpoint,
+            })
+        return response
+
+
+def check_rate_limit(key_id: int) -> None:
+    """Raise 429 with Retry-After when this key exceeded its rate in this worker."""
+    from flask import current_app
+
+    limiter = current_app.extensions.get("nextbest.ratelimiter")
+    if limiter is None:
+        return
+    wait = limiter.check(key_id)
+    if wait is not None:
+        raise ApiError(429, "rate limit exceeded for this key; slow down", headers={"Retry-After": f"{max(1, round(wait))}"})
+
+
+def metrics_response() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry)
+        data = generate_latest(registry)
+    else:
+        data = generate_latest()
+    return Response(data, mimetype=CONTENT_TYPE_LATEST)
