@@ -227,11 +227,31 @@ def start_gunicorn(name: str, app: str, env: dict[str, str] | None = None, extra
             server.stop()
             raise RuntimeError(f"{name} did not become ready in {timeout:.0f} s:\n{server.log_tail()}")
         time.sleep(0.1)
-    # Every worker imports the app lazily on its first request; warm them all up.
+    # The first worker to answer is ready; wait until every worker has loaded the app (its CPU time stops moving).
+    _wait_workers_settled(server, workers, deadline)
     with requests.Session() as session:
         for _ in range(4 * workers):
             session.get(server.url(ready_path), timeout=10)
     return server
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return -1.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_workers_settled(server: Server, workers: int, deadline: float) -> None:
+    last: dict[int, float] = {}
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 2:
+        pids = server.worker_pids()
+        now = {pid: _cpu_seconds(pid) for pid in pids}
+        quiet = quiet + 1 if len(pids) >= workers and now == last else 0
+        last = now
+        time.sleep(0.2)
 
 
 class Api:

@@ -24,6 +24,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -63,90 +64,122 @@ def _columns(conn: Any, table: str) -> set[str]:
         (table,))}
 
 
-def load(db: Database, experiment_id: int, decisions: int, events: int) -> dict[str, float]:
-    """Fill the three tables consistently; returns seconds per step."""
+def _parallel(db: Database, statements: list[tuple[str, Any]]) -> None:
+    """Run statements side by side, one connection each (the load uses both cores)."""
+    errors: list[BaseException] = []
+
+    def one(sql: str, params: Any) -> None:
+        try:
+            with db.connect(options="-c timezone=UTC") as conn:
+                conn.execute("SET synchronous_commit = off")
+                conn.execute("SET work_mem = '256MB'")
+                conn.execute("SET session_replication_role = replica")  # no FK triggers for the load
+                conn.execute(sql, params)
+                conn.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=st) for st in statements]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+ASSIGNMENTS_SQL = f"""
+    INSERT INTO assignments (id, experiment_id, arm_key, subject_id, propensity, policy_version, holdout,
+                             context, channel, covariate, source, created_at)
+    SELECT lpad(to_hex(g), 32, '0'), %(eid)s, (ARRAY['control', 'mens', 'womens'])[1 + g %% 3],
+           's-' || g, 1.0 / 3, 0, false, NULL, 'email', NULL, 'live',
+           date_trunc('day', now()) - interval '{DAYS} days' + (g * %(step)s) * interval '1 second'
+    FROM generate_series(%(lo)s, %(hi)s) g"""
+
+# Event k belongs to a random decision d; its type depends on a uniform draw, conversions a little more
+# likely on mens (d % 3 = 1) and womens (d % 3 = 2) than on control; one in a thousand is unattributed.
+EVENTS_SQL = f"""
+    INSERT INTO events (event_id, experiment_id, assignment_id, subject_id, type, value, occurred_at,
+                        received_at, attribution, unattributed_reason)
+    SELECT 'e-' || k, %(eid)s,
+           CASE WHEN unattributed THEN NULL ELSE lpad(to_hex(d), 32, '0') END, 's-' || d, type,
+           CASE WHEN type = 'conversion' THEN round((10 + 90 * r2)::numeric, 2)::float8 END,
+           occurred, occurred + interval '30 seconds',
+           CASE WHEN unattributed THEN 'unattributed' ELSE 'assignment' END,
+           CASE WHEN unattributed THEN 'outside_window' END
+    FROM (
+      SELECT k, d, r2, k %% 1000 = 0 AS unattributed,
+             date_trunc('day', now()) - interval '{DAYS} days' + (d * %(step)s) * interval '1 second'
+               + r2 * interval '2 days' AS occurred,
+             CASE WHEN r < 0.60 THEN 'open'
+                  WHEN r < 0.88 THEN 'click'
+                  WHEN r < 0.91 + 0.006 * (d %% 3) THEN 'conversion'
+                  WHEN r < 0.995 THEN 'open'
+                  ELSE 'unsubscribe' END AS type
+      FROM (SELECT k, 1 + floor(random() * %(n)s)::int AS d, random() AS r, random() AS r2
+            FROM (SELECT setseed(%(seed)s)) seeded, generate_series(%(lo)s, %(hi)s) k) raw
+    ) e"""
+
+OUTCOMES_SQL = """
+    INSERT INTO decision_outcomes (assignment_id, experiment_id, arm_key, day, propensity, holdout,
+                                   covariate, opens, clicks, conversions, unsubscribes, custom, revenue,
+                                   first_reward_at{received}, updated_at)
+    SELECT a.id, a.experiment_id, a.arm_key, (a.created_at AT TIME ZONE 'UTC')::date, a.propensity,
+           a.holdout, a.covariate, e.opens, e.clicks, e.conversions, e.unsubscribes, 0, e.revenue,
+           e.first_reward_at{received_value}, now()
+    FROM (SELECT assignment_id,
+                 count(*) FILTER (WHERE type = 'open') AS opens,
+                 count(*) FILTER (WHERE type = 'click') AS clicks,
+                 count(*) FILTER (WHERE type = 'conversion') AS conversions,
+                 count(*) FILTER (WHERE type = 'unsubscribe') AS unsubscribes,
+                 coalesce(sum(value) FILTER (WHERE type = 'conversion'), 0) AS revenue,
+                 min(occurred_at) FILTER (WHERE type = 'conversion') AS first_reward_at,
+                 min(received_at) FILTER (WHERE type = 'conversion') AS reward_received_at
+          FROM events WHERE attribution <> 'unattributed' AND assignment_id >= %(lo)s AND assignment_id < %(hi)s
+          GROUP BY assignment_id) e
+    JOIN assignments a ON a.id = e.assignment_id
+    ORDER BY a.id"""
+
+
+def load(db: Database, experiment_id: int, decisions: int, events: int, parts: int = 2) -> dict[str, float]:
+    """Fill the three tables consistently, `parts` connections side by side; returns seconds per step."""
     steps: dict[str, float] = {}
 
-    def step(name: str, sql: str, params: Any = None) -> None:
+    def timed(name: str, statements: list[tuple[str, Any]]) -> None:
         t0 = time.perf_counter()
-        conn.execute(sql, params)
-        conn.commit()
-        steps[name] = steps.get(name, 0.0) + time.perf_counter() - t0
-        log(f"  {name}: {time.perf_counter() - t0:.1f} s")
+        _parallel(db, statements)
+        steps[name] = time.perf_counter() - t0
+        log(f"  {name}: {steps[name]:.1f} s")
 
-    with db.connect(options="-c timezone=UTC") as conn:
-        conn.execute("SET synchronous_commit = off")
-        conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute("SET work_mem = '256MB'")
-        conn.execute("SET session_replication_role = replica")  # no FK triggers for the load
+    def ranges(n: int) -> list[tuple[int, int]]:
+        bounds = [1 + n * i // parts for i in range(parts + 1)]
+        return [(bounds[i], bounds[i + 1] - 1) for i in range(parts)]
+
+    with db.connect(autocommit=True) as conn:
         # Secondary indexes that no constraint needs: drop now, rebuild after the load.
         indexes = conn.execute(
             "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = 'public' AND i.tablename = ANY(%s) "
             "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)", (list(TABLES),)).fetchall()
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')
-        conn.commit()
         outcome_columns = _columns(conn, "decision_outcomes")
 
-        span = DAYS * 86400.0
-        step("assignments", f"""
-            INSERT INTO assignments (id, experiment_id, arm_key, subject_id, propensity, policy_version, holdout,
-                                     context, channel, covariate, source, created_at)
-            SELECT lpad(to_hex(g), 32, '0'), %(eid)s, (ARRAY['control', 'mens', 'womens'])[1 + g %% 3],
-                   's-' || g, 1.0 / 3, 0, false, NULL, 'email', NULL, 'live',
-                   date_trunc('day', now()) - interval '{DAYS} days' + (g * %(step)s) * interval '1 second'
-            FROM generate_series(1, %(n)s) g""", {"eid": experiment_id, "n": decisions, "step": span / decisions})
-        conn.execute("SELECT setseed(0.42)")
-        step("events", f"""
-            INSERT INTO events (event_id, experiment_id, assignment_id, subject_id, type, value, occurred_at,
-                                received_at, attribution, unattributed_reason)
-            SELECT 'e-' || k, %(eid)s,
-                   CASE WHEN unattributed THEN NULL ELSE lpad(to_hex(d), 32, '0') END, 's-' || d, type,
-                   CASE WHEN type = 'conversion' THEN round((10 + 90 * r2)::numeric, 2)::float8 END,
-                   occurred, occurred + interval '30 seconds',
-                   CASE WHEN unattributed THEN 'unattributed' ELSE 'assignment' END,
-                   CASE WHEN unattributed THEN 'outside_window' END
-            FROM (
-              SELECT k, d, r2, k %% 1000 = 0 AS unattributed,
-                     date_trunc('day', now()) - interval '{DAYS} days' + (d * %(step)s) * interval '1 second'
-                       + r2 * interval '2 days' AS occurred,
-                     CASE WHEN r < 0.60 THEN 'open'
-                          WHEN r < 0.88 THEN 'click'
-                          WHEN r < 0.91 + 0.006 * (d %% 3) THEN 'conversion'
-                          WHEN r < 0.995 THEN 'open'
-                          ELSE 'unsubscribe' END AS type
-              FROM (SELECT k, 1 + floor(random() * %(n)s)::int AS d, random() AS r, random() AS r2
-                    FROM generate_series(1, %(m)s) k) raw
-            ) e""", {"eid": experiment_id, "n": decisions, "m": events, "step": span / decisions})
-        received = ", reward_received_at" if "reward_received_at" in outcome_columns else ""
-        received_value = ", e.reward_received_at" if received else ""
-        step("decision_outcomes", f"""
-            INSERT INTO decision_outcomes (assignment_id, experiment_id, arm_key, day, propensity, holdout,
-                                           covariate, opens, clicks, conversions, unsubscribes, custom, revenue,
-                                           first_reward_at{received}, updated_at)
-            SELECT a.id, a.experiment_id, a.arm_key, (a.created_at AT TIME ZONE 'UTC')::date, a.propensity,
-                   a.holdout, a.covariate, e.opens, e.clicks, e.conversions, e.unsubscribes, 0, e.revenue,
-                   e.first_reward_at{received_value}, now()
-            FROM (SELECT assignment_id,
-                         count(*) FILTER (WHERE type = 'open') AS opens,
-                         count(*) FILTER (WHERE type = 'click') AS clicks,
-                         count(*) FILTER (WHERE type = 'conversion') AS conversions,
-                         count(*) FILTER (WHERE type = 'unsubscribe') AS unsubscribes,
-                         coalesce(sum(value) FILTER (WHERE type = 'conversion'), 0) AS revenue,
-                         min(occurred_at) FILTER (WHERE type = 'conversion') AS first_reward_at,
-                         min(received_at) FILTER (WHERE type = 'conversion') AS reward_received_at
-                  FROM events WHERE attribution <> 'unattributed' GROUP BY assignment_id) e
-            JOIN assignments a ON a.id = e.assignment_id
-            ORDER BY a.id""")
+    step = DAYS * 86400.0 / decisions
+    common = {"eid": experiment_id, "n": decisions, "step": step}
+    timed("assignments", [(ASSIGNMENTS_SQL, {**common, "lo": lo, "hi": hi}) for lo, hi in ranges(decisions)])
+    timed("events", [(EVENTS_SQL, {**common, "lo": lo, "hi": hi, "seed": 0.1 + 0.1 * i})
+                     for i, (lo, hi) in enumerate(ranges(events))])
+    received = ", reward_received_at" if "reward_received_at" in outcome_columns else ""
+    sql = OUTCOMES_SQL.format(received=received, received_value=", e.reward_received_at" if received else "")
+    id_bounds = ["0" * 32] + [f"{lo:032x}" for lo, _ in ranges(decisions)[1:]] + ["g" * 32]
+    timed("decision_outcomes", [(sql, {"lo": id_bounds[i], "hi": id_bounds[i + 1]}) for i in range(parts)])
+    with db.connect(autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '512MB'")
         t0 = time.perf_counter()
         for _, definition in indexes:
             conn.execute(definition)
-            conn.commit()
         steps["indexes"] = time.perf_counter() - t0
         log(f"  rebuilt {len(indexes)} indexes: {steps['indexes']:.1f} s")
-        conn.execute("SET session_replication_role = DEFAULT")
-        conn.commit()
-        conn.autocommit = True
         t0 = time.perf_counter()
         for table in TABLES:
             conn.execute(f"VACUUM ANALYZE {table}")

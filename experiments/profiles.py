@@ -35,6 +35,7 @@ from scipy import optimize, special, stats
 from reports.clv import (
     ClvModel,
     RfmSummary,
+    TimeUnit,
     customer_lifetime_value,
     expected_purchases,
     probability_alive,
@@ -134,7 +135,7 @@ def engagement_score(
     _require_aware("now", now)
     total = 0.0
     for position, item in enumerate(events):
-        if not isinstance(item, tuple) or len(item) != 2:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise ValueError(f"events[{position}] must be a (type, occurred_at) pair, got {item!r}")
         event_type, occurred_at = item
         _require_aware(f"events[{position}] occurred_at", occurred_at)
@@ -247,10 +248,10 @@ def engagement_bands(scores: ArrayLike, bands: EngagementBands = EngagementBands
 # Empirical-Bayes response rates
 # --------------------------------------------------------------------------
 
-# Log-parameters are kept within these bounds: with no over-dispersion the
-# likelihood keeps rising as alpha + beta -> inf (every subject has the pooled
-# rate), and with no successes at all as alpha -> 0; the bound stops the search
-# at a finite prior that says exactly that.
+# Log-parameters are kept within these bounds: with no successes at all the
+# likelihood keeps rising as alpha -> 0 (and with rates of only 0 or 1 as
+# alpha + beta -> 0); the bound stops the search at a finite prior that says so.
+# Without over-dispersion the prior is set to this bound's strength directly.
 _LOG_BOUND = math.log(1e8)
 
 
@@ -262,7 +263,9 @@ class BetaPrior:
     fitted on (binomial coefficients included), n_subjects the subjects with at
     least one trial. `error` names degenerate data ("NO_TRIALS"); alpha and beta
     are then NaN and the prior cannot rank anything. `converged` is False when the
-    maximum lies on a bound (no over-dispersion, or no successes or no failures).
+    maximum lies at an edge: no over-dispersion (alpha + beta runs off toward
+    infinity: every subject gets the pooled rate), or no successes or no failures
+    at all (the mean runs off to 0 or 1). The prior is still usable and says just that.
     """
 
     alpha: float
@@ -363,6 +366,14 @@ def fit_beta_prior(successes: ArrayLike, trials: ArrayLike) -> BetaPrior:
     log_choose = float(
         w @ (special.gammaln(pn + 1.0) - special.gammaln(ps + 1.0) - special.gammaln(pn - ps + 1.0))
     )
+    pooled = float(ps @ w) / float(pn @ w)
+    if 0.0 < pooled < 1.0 and _overdispersion_score(ps, pn, w, pooled) <= 0.0:
+        # The likelihood rises all the way to alpha + beta -> inf: the binomial at the pooled
+        # rate, i.e. complete pooling. Say so with the strongest prior the bounds allow
+        # rather than wherever a search along that flat ridge would stop.
+        strength = math.exp(_LOG_BOUND)
+        limit = log_choose + float(w @ (special.xlogy(ps, pooled) + special.xlog1py(pn - ps, -pooled)))
+        return BetaPrior(pooled * strength, (1.0 - pooled) * strength, limit, int(s.size), False)
     args = (ps, pn, w, log_choose)
     start = np.clip(_moments_start(ps, pn, w), -_LOG_BOUND, _LOG_BOUND)
     result = optimize.minimize(
@@ -376,7 +387,24 @@ def fit_beta_prior(successes: ArrayLike, trials: ArrayLike) -> BetaPrior:
     )
     theta = np.asarray(result.x, dtype=np.float64)
     alpha, beta = (float(v) for v in np.exp(theta))
-    return BetaPrior(alpha, beta, -float(result.fun), int(s.size), _at_interior_maximum(theta, args))
+    # With no successes (or no failures) at all the mean runs off to 0 (or 1): a bound, not a maximum.
+    converged = 0.0 < pooled < 1.0 and _at_interior_maximum(theta, args)
+    return BetaPrior(alpha, beta, -float(result.fun), int(s.size), converged)
+
+
+def _overdispersion_score(s: FloatArray, n: FloatArray, weight: FloatArray, mu: float) -> float:
+    """Slope of the log-likelihood in theta = 1 / (alpha + beta) at theta = 0 (the binomial), mean held at mu.
+
+    Writing B(s+a, n-s+b) / B(a, b) as prod_{j<s} (mu + j theta) prod_{j<n-s} (1 - mu + j theta)
+    / prod_{j<n} (1 + j theta), its log's derivative at theta = 0 is
+    s(s-1) / (2 mu) + (n-s)(n-s-1) / (2 (1-mu)) - n(n-1) / 2 per subject. Summed at the
+    pooled mu it equals sum[(s - n mu)^2 - n mu (1-mu)] / (2 mu (1-mu)), the numerator of
+    Tarone's (1979, Biometrika 66) test of the binomial against the beta-binomial: positive
+    when the rates vary more than binomial noise explains. At or below 0 the likelihood
+    has no interior maximum.
+    """
+    per_subject = s * (s - 1.0) / (2.0 * mu) + (n - s) * (n - s - 1.0) / (2.0 * (1.0 - mu)) - n * (n - 1.0) / 2.0
+    return float(weight @ per_subject)
 
 
 def _at_interior_maximum(theta: FloatArray, args: tuple[Any, ...]) -> bool:
@@ -644,7 +672,7 @@ class ClvProfile:
     purchase_probability: float | None
     expected_value: float | None
     horizon: float
-    time_unit: str | None
+    time_unit: TimeUnit | None
     error: str | None = None
 
 
@@ -658,7 +686,7 @@ class ClvProfiles:
     purchase_probability: FloatArray
     expected_value: FloatArray
     horizon: float
-    time_unit: str | None
+    time_unit: TimeUnit | None
     error: str | None = None
 
 

@@ -200,8 +200,9 @@ def decision_components(
     conv = np.asarray(converted, dtype=bool)
     worth = np.asarray(subject_values, dtype=np.float64)
     gain = np.asarray(conversion_gain, dtype=np.float64)
-    if np.any(~(worth >= 0)) or not np.all(np.isfinite(worth)):
-        raise ValueError(f"subject_values must be finite and >= 0, got {worth[~((worth >= 0) & np.isfinite(worth))].ravel()[0]}")
+    bad = ~((worth >= 0) & np.isfinite(worth))
+    if np.any(bad):
+        raise ValueError(f"subject_values must be finite and >= 0, got {worth[bad].ravel()[0]}")
     if not np.all(np.isfinite(rev)):
         raise ValueError(f"revenue must be finite, got {rev[~np.isfinite(rev)].ravel()[0]}")
     if not np.all(np.isfinite(gain)):
@@ -246,7 +247,8 @@ def conversion_value_gains(
     spend = expected_average_value(clv_model.gamma_gamma, x, summary.monetary_value)
     past = x * np.where(x > 0, np.maximum(summary.monetary_value, 0.0), 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
-        after = RfmSummary(x + 1, summary.T.copy(), summary.T, np.nan_to_num((past + spend) / (x + 1)), summary.time_unit)
+        spend_after = np.nan_to_num((past + spend) / (x + 1))
+    after = RfmSummary(x + 1, summary.T.copy(), summary.T, spend_after, summary.time_unit)
     bg, gg = clv_model.bgnbd, clv_model.gamma_gamma
     with np.errstate(invalid="ignore", over="ignore"):
         gain = customer_lifetime_value(bg, gg, after, horizon, discount, period_length) - customer_lifetime_value(
@@ -540,7 +542,9 @@ def compare_ltv(arms: Mapping[str, LtvArmStats], control: str, confidence: float
     check_confidence(confidence)
     if control not in arms:
         raise ValueError(f"control must be one of the arms {list(arms)}, got {control!r}")
-    lin = {arm: {name: _linearized(s, s.component(name)) for name in ("value", *COMPONENTS)} for arm, s in arms.items()}
+    lin = {
+        arm: {name: _linearized(s, s.component(name)) for name in ("value", *COMPONENTS)} for arm, s in arms.items()
+    }
     base = lin[control]
     results = []
     for arm, stats in arms.items():
@@ -559,7 +563,9 @@ def compare_ltv(arms: Mapping[str, LtvArmStats], control: str, confidence: float
         )
         verdict = _verdict(arm, control, confidence, stats, value, diff, components, arms[control])
         results.append(
-            LtvArmResult(arm, is_control, stats.n_subjects, stats.n_decisions, value, components, diff, lift, p_value, verdict)
+            LtvArmResult(
+                arm, is_control, stats.n_subjects, stats.n_decisions, value, components, diff, lift, p_value, verdict
+            )
         )
     return LtvReport(control, confidence, tuple(results))
 
@@ -584,11 +590,11 @@ def _lift_and_p(control: MeanStats, treatment: MeanStats, confidence: float) -> 
 
 
 def _fmt(x: float) -> str:
-    """Two decimals, or two significant digits for amounts too small to show with two decimals."""
+    """Magnitude with two decimals, or two significant digits when two decimals would show 0.00."""
     a = abs(x)
-    if a >= 0.01 or a == 0.0:
+    if a >= 0.005 or a == 0.0:
         return f"{a:.2f}"
-    return f"{a:.2g}"
+    return str(np.format_float_positional(a, precision=2, fractional=False, trim="-"))
 
 
 _REASONS = {
@@ -623,8 +629,10 @@ def _verdict(
         return f"{arm} cannot be compared with {control} yet: {_REASONS.get(diff.error or '', diff.error)}"
 
     def dv(name: str) -> float:
+        """The component's difference, with rounding residue (|d| < 1e-9 per decision) read as none."""
         est = by_name[name].diff
-        return est.value if est is not None and est.value is not None else 0.0
+        value = est.value if est is not None and est.value is not None else 0.0
+        return value if abs(value) >= 1e-9 else 0.0
 
     def present(name: str) -> bool:
         return stats.component(name).sum != 0.0 or control_stats.component(name).sum != 0.0

@@ -196,6 +196,44 @@ def promote_command() -> None:
         click.echo(json.dumps({"webhooks": deliver_due(session)}))
 
 
+@main.group()
+def transactions() -> None:
+    """Purchase history for the CLV model."""
+
+
+@transactions.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def transactions_import(file: Path) -> None:
+    """Import purchases: subject_id, occurred_at (or date), amount, optional transaction_id."""
+    from .value import import_transactions
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        result = import_transactions(session, file.read_bytes(), "ndjson" if file.suffix in (".ndjson", ".jsonl")
+                                     else "csv")
+    click.echo(json.dumps(result, indent=2))
+
+
+@main.group()
+def clv() -> None:
+    """The customer-lifetime-value model."""
+
+
+@clv.command("fit")
+@click.option("--horizon-weeks", default=52, show_default=True)
+@click.option("--discount-rate-per-week", default=0.0027, show_default=True)
+def clv_fit(horizon_weeks: int, discount_rate_per_week: float) -> None:
+    """Fit BG/NBD + Gamma-Gamma on every purchase and conversion; store per-subject values."""
+    from .value import fit
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        click.echo(json.dumps(fit(session, horizon_weeks=horizon_weeks, discount_rate=discount_rate_per_week),
+                              indent=2, default=str))
+
+
 @main.command("demo")
 @click.option("--days", default=14, show_default=True, help="simulated days (one wave of customers each)")
 @click.option("--per-day", default=1500, show_default=True, help="customers per experiment per day")

@@ -140,6 +140,8 @@ class Assignment(Base):
     channel: Mapped[str | None] = mapped_column(String(64))
     covariate: Mapped[float | None] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(16), default="live")
+    # Why this decision: profile features used, arms left out by the contact policy.
+    notes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
 
 
@@ -282,3 +284,67 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+
+
+class Subject(Base):
+    """What callers tell us about a customer (time zone, value, loyalty, consent), plus running scores."""
+
+    __tablename__ = "subjects"
+
+    subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    supplied_value: Mapped[float | None] = mapped_column(Float)
+    loyalty_tier: Mapped[str | None] = mapped_column(String(64))
+    loyalty_points: Mapped[float | None] = mapped_column(Float)
+    consent: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Engagement decays exponentially, so a stored (score, as of) pair is enough to know it at any time.
+    engagement: Mapped[float] = mapped_column(Float, default=0.0)
+    engagement_as_of: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Transaction(Base):
+    """A purchase for the CLV model: imported, or taken from a conversion event."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (Index("ix_transactions_subject", "subject_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    external_id: Mapped[str] = mapped_column(String(200), unique=True)
+    subject_id: Mapped[str] = mapped_column(String(200))
+    occurred_at: Mapped[datetime]
+    amount: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+
+
+class ClvFit(Base):
+    """A fitted BG/NBD + Gamma-Gamma model, and the per-subject values it implies."""
+
+    __tablename__ = "clv_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[dict[str, Any]] = mapped_column(JSON)
+    customers: Mapped[int] = mapped_column(Integer)
+    calibration_end: Mapped[datetime]
+    horizon_periods: Mapped[int] = mapped_column(Integer)
+    discount_rate: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime]
+
+
+class SubjectValue(Base):
+    """The model's per-subject estimates from the latest CLV fit."""
+
+    __tablename__ = "subject_values"
+
+    subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("clv_models.id", ondelete="CASCADE"))
+    expected_value: Mapped[float] = mapped_column(Float)
+    probability_alive: Mapped[float] = mapped_column(Float)
+    expected_purchases: Mapped[float] = mapped_column(Float)
+    frequency: Mapped[int] = mapped_column(Integer)
+    recency: Mapped[float] = mapped_column(Float)
+    age: Mapped[float] = mapped_column(Float)
+    monetary: Mapped[float] = mapped_column(Float)

@@ -232,18 +232,9 @@ CHECKS = [not_a_server_error, response_schema_conformance, status_and_error_cont
 
 
 @schemathesis.pytest.parametrize(**SCHEMAS)
-@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much,
                                                 HealthCheck.data_too_large])
 def test_api(case: Any, fuzz_app: Any) -> None:
     """Every generated request gets a well-formed, documented answer, and never a 5xx."""
     response = case.call(app=fuzz_app)
     case.validate_response(response, checks=CHECKS)
-
-
-def pytest_collection_modifyitems_known_bugs(items: list[pytest.Item]) -> None:
-    """Mark the cases of KNOWN_BUGS (called from this folder's conftest)."""
-    for item in items:
-        for (scope, label), reason in KNOWN_BUGS.items():
-            if item.nodeid.endswith(f"[{scope}][{label}]") or (f"[{label}]" in item.nodeid
-                                                                and f"[{scope}]" in item.nodeid):
-                item.add_marker(pytest.mark.xfail(strict=True, reason=reason))

@@ -1,0 +1,45 @@
+"""Customer value: import purchase history and fit the CLV model that reports and decisions use."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify, request
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from .. import db
+from ..app import BEARER
+from ..errors import ApiError
+from ..value import DEFAULT_HORIZON_WEEKS, DEFAULT_WEEKLY_DISCOUNT, fit, import_transactions
+from .imports import _BODY_DOC, _FORMATS
+from .scoping import optional_body, requires
+
+api = APIBlueprint("value", __name__, url_prefix="/v1", abp_tags=[Tag(name="value")], abp_security=BEARER)
+
+
+class FitBody(BaseModel):
+    horizon_weeks: int = Field(default=DEFAULT_HORIZON_WEEKS, ge=1, le=520)
+    discount_rate_per_week: float = Field(default=DEFAULT_WEEKLY_DISCOUNT, ge=0, lt=1)
+
+
+@api.post("/transactions/import", openapi_extensions=_BODY_DOC)
+@requires("value", "analyst")
+def import_purchases() -> Response:
+    """Import purchases (subject_id, occurred_at or date, amount, optional transaction_id) for the CLV model."""
+    fmt = _FORMATS.get(request.mimetype)
+    if fmt is None:
+        raise ApiError(415, f"send text/csv or application/x-ndjson, got {request.mimetype or 'no content type'!r}")
+    session = db.session()
+    result = import_transactions(session, request.get_data(cache=False), fmt)
+    session.commit()
+    return jsonify(result)
+
+
+@api.post("/clv/fit")
+@requires("value", "analyst")
+def fit_value_model() -> Response:
+    """Fit BG/NBD + Gamma-Gamma on every purchase and conversion; store per-subject values."""
+    body = optional_body(FitBody)
+    session = db.session()
+    result = fit(session, horizon_weeks=body.horizon_weeks, discount_rate=body.discount_rate_per_week)
+    session.commit()
+    return jsonify(result)
