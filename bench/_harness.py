@@ -551,7 +551,6 @@ CLIENT_LAYOUTS: list[tuple[str, tuple[int, int]]] = [
     ("http.client", (2, 4)),
     ("http.client", (4, 2)),
     ("http.client", (8, 1)),
-    ("http.client", (4, 4)),
     ("requests", (2, 4)),
 ]
 

@@ -227,6 +227,7 @@ def run(args: argparse.Namespace) -> None:
 
     ceiling = (measured["bare"].rate + measured["bare2"].rate) / 2
     targets = {"fixed": 0.5, "linucb": 0.33}
+    skip_notes: list[str] = []
     rows = [["bare Flask `POST /bare` (ceiling, mean of before/after)", fmt_int(ceiling), "", "", "1.00", "", ""]]
     for name, label in [("fixed", "fixed split (3 arms)"), ("ts", "Thompson sampling (3 arms)"),
                         ("linucb", "LinUCB (10 arms, 10 numeric features)"),
@@ -235,7 +236,9 @@ def run(args: argparse.Namespace) -> None:
         target = targets.get(name)
         target_text = f">= {target:.2f} x bare" if target else ""
         if name in skipped:
-            rows.append([label, skipped[name], "", "", "", target_text, "n/a" if target else ""])
+            short_reason = "n/a (bandits unavailable)" if skipped[name].startswith("n/a") else "skipped"
+            rows.append([label, short_reason, "", "", "", target_text, "n/a" if target else ""])
+            skip_notes.append(f"{label}: {skipped[name]}")
             continue
         r = measured[name]
         ratio = r.rate / ceiling if ceiling else float("nan")
@@ -250,6 +253,7 @@ def run(args: argparse.Namespace) -> None:
         f"client: {kind}, {layout[0]} process(es) x {layout[1]} keep-alive connections, {args.seconds:g} s measured "
         f"after 1 s warm-up per row, a new subject_id on every request",
         f"bare Flask before/after: {measured['bare'].rate:,.0f}/s and {measured['bare2'].rate:,.0f}/s",
+        *skip_notes,
     ]
     print_table("POST /v1/assign: decisions per second",
                 ["endpoint", "decisions/s", "p50 ms", "p99 ms", "x bare", "target", "met"], rows, notes)
@@ -272,7 +276,7 @@ def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per row")
-    parser.add_argument("--calibration-seconds", type=float, default=2.0)
+    parser.add_argument("--calibration-seconds", type=float, default=1.5)
     parser.add_argument("--skip-calibration", action="store_true", help="use 1 process x 8 connections")
     parser.add_argument("--batch-size", type=int, default=100_000)
     parser.add_argument("--batch-runs", type=int, default=3)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import threading
@@ -253,12 +254,12 @@ def in_process(db: Database, key: str) -> tuple[list[tuple[str, Any]], dict[str,
 
 
 def short(sql: str) -> str:
-    """A statement's gist for the table: its aggregates' source and grouping."""
-    flat = " ".join(sql.split())
+    """A statement's gist for the table: the table it aggregates and its grouping."""
+    flat = re.sub(r"\b[a-z_]+\.", "", " ".join(sql.split()))
     source = flat.split(" FROM ", 1)[1].split(" ", 1)[0] if " FROM " in flat else "?"
     group = flat.split(" GROUP BY ", 1)[1].split(" ORDER BY")[0] if " GROUP BY " in flat else ""
-    group = group.replace("decision_outcomes.", "").replace("assignments.", "").replace("events.", "")
-    return f"{source}" + (f" GROUP BY {group}" if group else " (no GROUP BY)")
+    distinct = " (count distinct subject_id)" if "count(distinct" in flat else ""
+    return source + (f" GROUP BY {group}" if group else " (no GROUP BY)") + distinct
 
 
 def run(args: argparse.Namespace) -> None:

@@ -203,6 +203,9 @@ class ExperimentSpec(_Strict):
         default=1.0, ge=0, le=1, description="share of a subject's future value an unsubscribe destroys"
     )
     default_subject_value: float = Field(default=0.0, ge=0)
+    subject_value_field: str | None = Field(
+        default=None, max_length=64, description="context field carrying the subject's lifetime value, if any"
+    )
 
     @field_validator("arms")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from reports.bandit import ipw_estimates, period_weighted_means, propensity_balance
 from reports.bayes import BayesResult, bayes_compare
@@ -214,6 +214,7 @@ class Report:
     suppressed: dict[str, int]  # reason -> requests answered with no offer
     suppressed_total: int
     warnings: list[str]  # what the analyst must see first (SRM, unattributed events, ...)
+    ltv: dict[str, Any] | None = None  # lifetime-value-adjusted comparison with its decomposition
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +267,7 @@ def build_report(report_input: ReportInput) -> Report:
         suppressed=dict(inp.suppressed),
         suppressed_total=sum(inp.suppressed.values()),
         warnings=_warnings(inp, srm),
+        ltv=dict(inp.ltv) if inp.ltv is not None else None,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from experiments.spec import METRICS, VALUE_METRICS
 from reports.bandit import IpwArmStats, PeriodArmStats
@@ -83,6 +83,8 @@ class ReportInput:
     # Decisions per arm made under the configured split (e.g. before a promotion changed it), for the SRM
     # check of a fixed split; None means every decision was.
     srm_counts: Mapping[str, int] | None = None
+    # The lifetime-value-adjusted comparison (reports.ltv.LtvReport.to_dict()), when value is known.
+    ltv: Mapping[str, Any] | None = None
     generated_at: datetime.datetime | None = None
 
 

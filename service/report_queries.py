@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, select
+from sqlalchemy import Float, and_, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -18,7 +18,16 @@ from experiments.spec import BanditAllocation, ExperimentSpec
 from reports.inputs import ArmSummary, BanditInput, DailyArmSummary, ReportInput
 from reports.stats import MeanStats
 
-from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment, SuppressedRequest
+from .models import (
+    Assignment,
+    DecisionCustomOutcome,
+    DecisionOutcome,
+    Event,
+    Experiment,
+    Subject,
+    SubjectValue,
+    SuppressedRequest,
+)
 
 O = DecisionOutcome
 A = Assignment
@@ -84,6 +93,7 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
     is_bandit = isinstance(spec.allocation, BanditAllocation)
     weights = spec.fixed_weights()
     covariates = _covariate_stats(session, eid, spec) if spec.covariate else {}
+    ltv_stats = ltv_arm_stats(session, experiment, spec) if wants_ltv(session, spec) else {}
     arms = []
     for arm in spec.arms:
         d = denominators.get(arm.key)
@@ -112,17 +122,25 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
             converter_revenue=MeanStats(reached["conversion"], float(o.conv_revenue or 0.0) if o else 0.0,
                                         float(o.conv_revenue2 or 0.0) if o else 0.0),
             covariate=covariates.get(arm.key),
+            **_ltv_fields(ltv_stats.get(arm.key)),
         ))
     metrics = list(spec.metrics) + [f"{t}_rate" for t in spec.custom_events]
     decision_metric = spec.promotion.metric if spec.promotion else "conversion_rate"
     if decision_metric == "ltv_adjusted_value":
         decision_metric = "revenue_per_decision"
+    ltv = None
+    if ltv_stats:
+        from reports.ltv import compare_ltv
+
+        ltv = compare_ltv(ltv_stats, spec.control_arm, spec.promotion.confidence if spec.promotion else 0.95
+                          ).to_dict()
     return ReportInput(
+        ltv=ltv,
         experiment=experiment.key,
         allocation_type="bandit" if is_bandit else "fixed",
         arms=arms,
         daily=_daily(session, eid, spec),
-        metrics=[m for m in metrics if m != "ltv_adjusted_value"],
+        metrics=[m for m in metrics if m != "ltv_adjusted_value" or ltv_stats],
         decision_metric=decision_metric,
         confidence=spec.promotion.confidence if spec.promotion else 0.95,
         bandit=_bandit_input(session, eid, spec) if is_bandit else None,
@@ -142,6 +160,79 @@ def _counts_before(session: Session, eid: int, moment: Any) -> dict[str, int]:
             .group_by(A.arm_key)
         )
     }
+
+
+def wants_ltv(session: Session, spec: ExperimentSpec) -> bool:
+    """LTV-adjusted value is computed when the experiment asks for it and some subject value is known."""
+    if "ltv_adjusted_value" not in spec.metrics and spec.reward.type != "ltv_adjusted":
+        return False
+    if spec.default_subject_value > 0 or spec.subject_value_field:
+        return True
+    return bool(session.scalar(select(func.count()).select_from(SubjectValue).limit(1))) or bool(
+        session.scalar(select(func.count()).select_from(Subject).where(Subject.supplied_value.is_not(None)).limit(1)))
+
+
+def subject_value_sql(spec: ExperimentSpec) -> Any:
+    """The subject's value per decision, by precedence: profile > context field > model > experiment default."""
+    sources: list[Any] = [case((Subject.supplied_value >= 0, Subject.supplied_value))]
+    if spec.subject_value_field:
+        field = A.context[spec.subject_value_field].as_float()
+        sources.append(case((field >= 0, field)))
+    sources += [SubjectValue.expected_value, literal(float(spec.default_subject_value))]
+    return func.coalesce(*sources)
+
+
+def ltv_arm_stats(session: Session, experiment: Experiment, spec: ExperimentSpec) -> dict[str, Any]:
+    """Per-subject sums of LTV-adjusted value and its parts, per arm (reports.ltv's SQL shape)."""
+    from reports.ltv import LtvArmStats, ValueSums
+
+    share = float(spec.unsubscribe_value_share)
+    revenue = func.coalesce(O.revenue, 0.0)
+    unsubscribed = case((O.unsubscribes > 0, 1.0), else_=0.0)
+    loss = -share * subject_value_sql(spec) * unsubscribed
+    per_decision = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), revenue.label("rev"), loss.label("loss"))
+        .select_from(A)
+        .outerjoin(O, O.assignment_id == A.id)
+        .outerjoin(Subject, Subject.subject_id == A.subject_id)
+        .outerjoin(SubjectValue, SubjectValue.subject_id == A.subject_id)
+        .where(A.experiment_id == experiment.id)
+        .subquery()
+    )
+    per_subject = (
+        select(per_decision.c.arm, func.count().label("d"), func.sum(per_decision.c.rev).label("rev"),
+               func.sum(per_decision.c.loss).label("loss"))
+        .group_by(per_decision.c.arm, per_decision.c.subject)
+        .subquery()
+    )
+    p = per_subject.c
+    value = p.rev + p.loss
+    rows = session.execute(
+        select(p.arm, func.count().label("n"), func.sum(p.d).label("d"), func.sum(p.d * p.d).label("d2"),
+               func.sum(value).label("v"), func.sum(value * value).label("v2"), func.sum(value * p.d).label("vd"),
+               func.sum(p.rev).label("r"), func.sum(p.rev * p.rev).label("r2"), func.sum(p.rev * p.d).label("rd"),
+               func.sum(p.loss).label("l"), func.sum(p.loss * p.loss).label("l2"),
+               func.sum(p.loss * p.d).label("ld"))
+        .group_by(p.arm)
+    ).all()
+    out = {}
+    for row in rows:
+        out[row.arm] = LtvArmStats(
+            n_subjects=int(row.n), n_decisions=int(row.d), sum_decisions_squared=float(row.d2),
+            value=ValueSums(float(row.v), float(row.v2), float(row.vd)),
+            revenue=ValueSums(float(row.r), float(row.r2), float(row.rd)),
+            unsubscribe_loss=ValueSums(float(row.l), float(row.l2), float(row.ld)),
+        )
+    return out
+
+
+def _ltv_fields(stats: Any) -> dict[str, Any]:
+    if stats is None:
+        return {}
+    from reports.ltv import arm_summary_ltv
+
+    value, components = arm_summary_ltv(stats)
+    return {"ltv_value": value, "ltv_components": components}
 
 
 def _covariate_stats(session: Session, eid: int, spec: ExperimentSpec) -> dict[str, Any]:

@@ -73,6 +73,7 @@ class ExperimentPatch(_In):
     contact_policy: ContactPolicy | None = None
     unsubscribe_value_share: float | None = None
     default_subject_value: float | None = None
+    subject_value_field: str | None = None
 
 
 class ActionBody(_In):
