@@ -21,11 +21,13 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from array import array
@@ -33,6 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import psycopg
@@ -321,9 +324,14 @@ class Bench:
         return db
 
     def service(self, db: Database, env: dict[str, str] | None = None, name: str | None = None) -> Api:
+        """The service under gunicorn as in production: its default configuration, metrics in
+        multiprocess mode (a fresh PROMETHEUS_MULTIPROC_DIR, as `nextbest serve` sets it)."""
         keys = create_keys(db, ("channel", "analyst", "admin"))
+        metrics_dir = tempfile.mkdtemp(prefix="nextbest-bench-metrics-")
+        self._stack.callback(shutil.rmtree, metrics_dir, True)
         server = start_gunicorn(name or f"{self.name}-service", "service.wsgi:app",
-                                env={"DATABASE_URL": db.url, **(env or {})}, ready_path="/readyz")
+                                env={"DATABASE_URL": db.url, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, **(env or {})},
+                                ready_path="/readyz")
         self._stack.callback(server.stop)
         api = Api(server, keys)
         self._stack.callback(api.close)
@@ -473,7 +481,17 @@ def load(url: str, bodies: Sequence[bytes], *, layout: tuple[int, int] = (2, 4),
              for i in range(processes)]
     for p in procs:
         p.start()
-    parts_out = [queue.get(timeout=warmup + seconds + 180) for _ in procs]
+    parts_out: list[dict[str, Any]] = []
+    give_up = time.monotonic() + warmup + seconds + 180
+    while len(parts_out) < len(procs):
+        try:
+            parts_out.append(queue.get(timeout=1.0))
+        except Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > give_up:
+                for p in procs:
+                    p.terminate()
+                raise RuntimeError(f"load generator failed: exit codes {[p.exitcode for p in procs]}")
     for p in procs:
         p.join(timeout=10)
     latencies = array("d")
@@ -528,11 +546,16 @@ def send_all(url: str, bodies: Sequence[bytes], *, connections: int = 4, headers
                 if i is None:
                     return
                 t0 = time.perf_counter()
-                conn.request(method, parts.path, bodies[i], all_headers)
-                response = conn.getresponse()
-                answers[i] = response.read()
+                try:
+                    conn.request(method, parts.path, bodies[i], all_headers)
+                    response = conn.getresponse()
+                    answers[i] = response.read()
+                    statuses[i] = response.status
+                except (OSError, http.client.HTTPException) as exc:
+                    answers[i], statuses[i] = repr(exc).encode(), -1
+                    conn.close()
+                    conn = http.client.HTTPConnection(HOST, parts.port or 80, timeout=600)
                 latencies[i] = time.perf_counter() - t0
-                statuses[i] = response.status
         finally:
             conn.close()
 

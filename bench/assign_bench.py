@@ -140,6 +140,7 @@ def probe_assign(api: Api, experiment: str, context: dict[str, Any] | None) -> s
 def run(args: argparse.Namespace) -> None:
     measured: dict[str, LoadResult] = {}
     skipped: dict[str, str] = {}
+    warnings: list[str] = []
     with Bench("assign") as bench:
         db = bench.database()
         api = bench.service(db)
@@ -158,6 +159,8 @@ def run(args: argparse.Namespace) -> None:
                           kind=kind, label=name, run_tag=f"{len(measured)}x")
             log(f"  {name}: {result.rate:,.0f}/s p50 {result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms"
                 f" errors {result.errors}" + (f" first: {result.first_error}" if result.first_error else ""))
+            if result.sample and b'"no_offer":true' in result.sample.replace(b" ", b""):
+                warnings.append(f"{name}: answers were no-offer decisions (e.g. {result.sample[:200]!r})")
             return result
 
         channel = api.headers("channel")
@@ -254,6 +257,7 @@ def run(args: argparse.Namespace) -> None:
         f"after 1 s warm-up per row, a new subject_id on every request",
         f"bare Flask before/after: {measured['bare'].rate:,.0f}/s and {measured['bare2'].rate:,.0f}/s",
         *skip_notes,
+        *warnings,
     ]
     print_table("POST /v1/assign: decisions per second",
                 ["endpoint", "decisions/s", "p50 ms", "p99 ms", "x bare", "target", "met"], rows, notes)

@@ -14,7 +14,7 @@
    row shows the service's whole write (events and the per-decision summaries)
    done as one raw SQL statement per batch, for scale.
 
-Run: .venv/bin/python bench/ingest_bench.py [--decisions 50000] [--batches 100] [--connections 4]
+Run: .venv/bin/python bench/ingest_bench.py [--decisions 50000] [--batches 100] [--connections 8]
 """
 
 from __future__ import annotations
@@ -293,7 +293,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=50_000)
     parser.add_argument("--batches", type=int, default=100)
-    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=8, help="concurrent senders (the server has 2 x 4 threads)")
     run(parser.parse_args())
 
 

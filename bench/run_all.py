@@ -6,11 +6,13 @@ tables are printed together and written, as Markdown, to bench/results/latest.md
 (ignored by git) for pasting into the README. Timings are reported, never
 asserted: the exit status is non-zero only when a script fails to run.
 
-Run: .venv/bin/python bench/run_all.py [NAME ...]   (names: assign ingest report clv replay)
+Run: .venv/bin/python bench/run_all.py [NAME ...]   (names: assign ingest report clv replay, then any other
+bench/*.py by its name without `_bench`, e.g. ope)
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import platform
 import signal
@@ -26,7 +28,10 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 
-# (name, script, title, time limit in seconds); scripts that are not there are skipped.
+# (name, script, title, time limit in seconds); scripts that are not there are skipped. Any other
+# bench/*.py (not starting with "_") runs after these, titled by its docstring's first line.
+NOT_BENCHMARKS = {"run_all.py", "bare_app.py"}
+OTHER_LIMIT = 240
 SCRIPTS = [
     ("assign", "assign_bench.py", "Decisions: POST /v1/assign and /v1/assign/batch", 240),
     ("ingest", "ingest_bench.py", "Outcomes: POST /v1/events", 240),
@@ -93,16 +98,33 @@ def git_commit() -> str:
         return "unknown"
 
 
+def all_scripts() -> list[tuple[str, str, str, int]]:
+    """The known benchmarks, then any other script in bench/."""
+    known = {filename for _, filename, *_ in SCRIPTS}
+    found = list(SCRIPTS)
+    for path in sorted(BENCH.glob("*.py")):
+        if path.name in known or path.name in NOT_BENCHMARKS or path.name.startswith("_"):
+            continue
+        try:
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        except SyntaxError:
+            doc = ""
+        title = (doc.strip().splitlines() or [path.stem])[0].rstrip(".")
+        found.append((path.stem.removesuffix("_bench"), path.name, title, OTHER_LIMIT))
+    return found
+
+
 def main() -> int:
+    scripts = all_scripts()
     wanted = set(sys.argv[1:])
-    unknown = wanted - {name for name, *_ in SCRIPTS}
+    unknown = wanted - {name for name, *_ in scripts}
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; choose from "
-              f"{', '.join(name for name, *_ in SCRIPTS)}", file=sys.stderr)
+              f"{', '.join(name for name, *_ in scripts)}", file=sys.stderr)
         return 2
     started = datetime.now(timezone.utc)
     sections: list[tuple[str, str, str, float, str | None]] = []
-    for name, filename, title, limit in SCRIPTS:
+    for name, filename, title, limit in scripts:
         if wanted and name not in wanted:
             continue
         script = BENCH / filename

@@ -154,6 +154,9 @@ def parse_history(
         if record is None:
             result.rejected.append({"line": line, "reason": "not a JSON object"})
             continue
+        if "\x00" in raw:
+            result.rejected.append({"line": line, "reason": "text may not contain NUL characters"})
+            continue
         renamed: dict[str, Any] = {}
         for column, value in record.items():
             if column is None:  # csv: more fields than headers

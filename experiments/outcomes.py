@@ -54,6 +54,8 @@ def _text(raw: Mapping[str, Any], name: str, limit: int = MAX_ID_LENGTH, require
         raise ValueError(f"{name} must be a non-empty string")
     if len(value) > limit:
         raise ValueError(f"{name} is longer than {limit} characters")
+    if "\x00" in value:
+        raise ValueError(f"{name} may not contain NUL (U+0000) characters")
     return value
 
 
@@ -84,7 +86,7 @@ def parse_event(raw: Any) -> IncomingEvent:
     event_id = _text(raw, "event_id", required=True)
     event_type = _text(raw, "type", limit=64, required=True)
     occurred_at = parse_timestamp(raw.get("occurred_at"))
-    assignment_id = _text(raw, "assignment_id", limit=64)
+    assignment_id = _text(raw, "assignment_id", limit=32)  # ids are 32 characters
     experiment = _text(raw, "experiment", limit=64)
     subject_id = _text(raw, "subject_id")
     channel = _text(raw, "channel", limit=64)

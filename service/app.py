@@ -46,7 +46,9 @@ class StrictJSONProvider(DefaultJSONProvider):
         return super().dumps(obj, **kwargs)
 
 
-def _depth(value: Any, limit: int) -> int:
+def _depth(value: Any, limit: int, refuse_nul: bool = True) -> int:
+    """Nesting depth (stops counting past `limit`); raises 422 for text with NUL characters,
+    which no database text column can hold."""
     depth, level = 0, [value]
     while level:
         depth += 1
@@ -56,8 +58,11 @@ def _depth(value: Any, limit: int) -> int:
         for item in level:
             if isinstance(item, dict):
                 nxt.extend(item.values())
+                nxt.extend(item.keys())
             elif isinstance(item, list):
                 nxt.extend(item)
+            elif refuse_nul and isinstance(item, str) and "\x00" in item:
+                raise errors.ApiError(422, "text may not contain NUL (U+0000) characters")
         level = nxt
     return depth - 1
 
@@ -128,7 +133,8 @@ def _register_request_hooks(app: OpenAPI) -> None:
             observability.check_rate_limit(caller.key_id)
         if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.content_length != 0:
             body = request.get_json(silent=False)  # malformed JSON -> 400 in the error shape
-            if _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
+            # events are judged one by one, so their NUL check belongs to each event
+            if _depth(body, _MAX_JSON_DEPTH, refuse_nul=request.endpoint != "events.send_events") > _MAX_JSON_DEPTH:
                 raise errors.ApiError(400, f"JSON nested deeper than {_MAX_JSON_DEPTH} levels")
         return None
 

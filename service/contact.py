@@ -21,12 +21,11 @@ from sqlalchemy.orm import Session
 from experiments.contact import ContactHistory, ContactVerdict, check_contact, longest_cap_window, parse_timezone
 from experiments.spec import ContactPolicy
 
-from .bulk import bulk_write
+from .bulk import bulk_write, in_batches
 from .clock import utcnow
 from .errors import ApiError
 from .models import Assignment, Event, SuppressedRequest, Suppression
 
-_CHUNK = 900
 
 
 def global_policy() -> ContactPolicy | None:
@@ -45,7 +44,8 @@ def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datet
     policies = [p for p in (global_policy(), runtime.spec.contact_policy) if p is not None]
     subjects = sorted({r.subject_id for r in requests})
     channel_of = {r.subject_id: r.channel for r in requests}
-    unsubscribed = _suppressions(session, subjects)
+    # An unsubscribe suppresses a channel, so only requests that name one need the lookup.
+    unsubscribed = _suppressions(session, [s for s in subjects if channel_of.get(s)])
     need_history = bool(policies)
     recent: dict[str, list[datetime]] = {}
     conversions: dict[str, datetime] = {}
@@ -86,10 +86,9 @@ def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datet
 
 def _suppressions(session: Session, subjects: list[str]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)
-    for start in range(0, len(subjects), _CHUNK):
-        chunk = subjects[start:start + _CHUNK]
+    for clause in in_batches(session, Suppression.subject_id, subjects):
         for subject, channel in session.execute(
-            select(Suppression.subject_id, Suppression.channel).where(Suppression.subject_id.in_(chunk))
+            select(Suppression.subject_id, Suppression.channel).where(clause)
         ):
             found[subject].add(channel)
     return found
@@ -98,11 +97,10 @@ def _suppressions(session: Session, subjects: list[str]) -> dict[str, set[str]]:
 def _recent_decisions(session: Session, subjects: list[str], channel_of: dict[str, str | None],
                       since: datetime) -> dict[str, list[datetime]]:
     found: dict[str, list[datetime]] = defaultdict(list)
-    for start in range(0, len(subjects), _CHUNK):
-        chunk = subjects[start:start + _CHUNK]
+    for clause in in_batches(session, Assignment.subject_id, subjects):
         for subject, channel, created in session.execute(
             select(Assignment.subject_id, Assignment.channel, Assignment.created_at)
-            .where(Assignment.subject_id.in_(chunk), Assignment.created_at > since)
+            .where(clause, Assignment.created_at > since)
         ):
             if channel == channel_of.get(subject):
                 found[subject].append(created)
@@ -111,11 +109,10 @@ def _recent_decisions(session: Session, subjects: list[str], channel_of: dict[st
 
 def _last_conversions(session: Session, subjects: list[str]) -> dict[str, datetime]:
     found: dict[str, datetime] = {}
-    for start in range(0, len(subjects), _CHUNK):
-        chunk = subjects[start:start + _CHUNK]
+    for clause in in_batches(session, Event.subject_id, subjects):
         for subject, last in session.execute(
             select(Event.subject_id, func.max(Event.occurred_at))
-            .where(Event.subject_id.in_(chunk), Event.type == "conversion").group_by(Event.subject_id)
+            .where(clause, Event.type == "conversion").group_by(Event.subject_id)
         ):
             found[subject] = last if last.tzinfo else last.replace(tzinfo=utcnow().tzinfo)
     return found
@@ -123,11 +120,10 @@ def _last_conversions(session: Session, subjects: list[str]) -> dict[str, dateti
 
 def _converted_arms(session: Session, experiment_id: int, subjects: list[str]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)
-    for start in range(0, len(subjects), _CHUNK):
-        chunk = subjects[start:start + _CHUNK]
+    for clause in in_batches(session, Assignment.subject_id, subjects):
         for subject, arm in session.execute(
             select(Assignment.subject_id, Assignment.arm_key).join(Event, Event.assignment_id == Assignment.id)
-            .where(Assignment.subject_id.in_(chunk), Assignment.experiment_id == experiment_id,
+            .where(clause, Assignment.experiment_id == experiment_id,
                    Event.type == "conversion")
         ):
             found[subject].add(arm)

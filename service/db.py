@@ -40,7 +40,9 @@ def make_engine(url: str, pool_size: int = 5, statement_timeout_ms: int | None =
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No ping per checkout (a round trip per request): a connection the server dropped fails
+        # once, is answered 503, and SQLAlchemy then replaces the pool's connections.
+        pool_pre_ping=False,
         pool_timeout=10,
         pool_recycle=1800,
         connect_args=connect_args,

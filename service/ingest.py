@@ -28,7 +28,7 @@ from experiments.outcomes import (
 )
 from experiments.spec import BUILTIN_EVENTS
 
-from .bulk import bulk_write
+from .bulk import bulk_write, in_batches
 from .clock import utcnow
 from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment
 
@@ -92,8 +92,8 @@ def load_experiments(session: Session, *, ids: Iterable[int] = (), keys: Iterabl
     ids, keys = sorted(set(ids)), sorted(set(keys))
     found: dict[Any, ExperimentInfo] = {}
     for column, values in ((Experiment.id, ids), (Experiment.key, keys)):
-        for chunk in _chunks(values):
-            for row in session.scalars(select(Experiment).where(column.in_(chunk))):
+        for clause in in_batches(session, column, values):
+            for row in session.scalars(select(Experiment).where(clause)):
                 info = _experiment_info(row)
                 found[info.id] = info
                 found[info.key] = info
@@ -112,8 +112,8 @@ def _decision(row: Any) -> DecisionInfo:
 
 def load_decisions_by_id(session: Session, ids: Iterable[str]) -> dict[str, DecisionInfo]:
     found: dict[str, DecisionInfo] = {}
-    for chunk in _chunks(sorted(set(ids))):
-        for row in session.execute(select(*_DECISION_COLUMNS).where(Assignment.id.in_(chunk))):
+    for clause in in_batches(session, Assignment.id, sorted(set(ids))):
+        for row in session.execute(select(*_DECISION_COLUMNS).where(clause)):
             found[row.id] = _decision(row)
     return found
 

@@ -6,6 +6,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
+    text,
     JSON,
     BigInteger,
     Boolean,
@@ -154,6 +155,8 @@ class Event(Base):
         Index("ix_events_assignment", "assignment_id"),
         Index("ix_events_subject", "subject_id"),
         Index("ix_events_subject_type", "subject_id", "type", "occurred_at"),
+        Index("ix_events_unattributed", "experiment_id", "unattributed_reason",
+              postgresql_where=text("attribution = 'unattributed'"), sqlite_where=text("attribution = 'unattributed'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, select
+from sqlalchemy import Float, and_, case, cast, func, literal, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -58,6 +58,9 @@ def reward_value(spec: ExperimentSpec) -> ColumnElement[float]:
 
 def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec) -> ReportInput:
     eid = experiment.id
+    if session.get_bind().dialect.name == "postgresql":
+        # Distinct-subject counts and per-subject sums sort in memory instead of spilling to disk.
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
     denominators = {
         row.arm_key: row
         for row in session.execute(

@@ -30,7 +30,7 @@ class ExperimentPath(BaseModel):
 class ExperimentListQuery(BaseModel):
     status: Literal["draft", "running", "paused", "concluded"] | None = None
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: int | None = Field(default=None, ge=0)
+    cursor: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class ExperimentOut(ExperimentSpec):
@@ -279,7 +279,29 @@ class WebhookOut(BaseModel):
 
 
 class WebhookPath(BaseModel):
-    webhook_id: int
+    webhook_id: int = Field(ge=1, le=2**31 - 1)
+
+
+class WebhookList(BaseModel):
+    webhooks: list[WebhookOut]
+
+
+def _report_model() -> type[BaseModel]:
+    from pydantic import RootModel
+
+    from reports import Report
+    from reports.power import PowerResult
+
+    class ReportOut(RootModel[Report]):  # type: ignore[misc]
+        """The A/B report (JSON); ?format=csv and ?format=html return text."""
+
+    class PowerOut(RootModel[PowerResult]):  # type: ignore[misc]
+        """A sample-size plan."""
+
+    return ReportOut, PowerOut  # type: ignore[return-value]
+
+
+ReportOut, PowerOut = _report_model()  # type: ignore[misc]
 
 
 class EvaluateRequest(_In):

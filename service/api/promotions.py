@@ -22,6 +22,7 @@ from ..schemas import (
     PromotionDecisionOut,
     RollbackBody,
     WebhookIn,
+    WebhookList,
     WebhookOut,
     WebhookPath,
 )
@@ -92,7 +93,7 @@ def create_webhook(body: WebhookIn) -> tuple[Response, int]:
     return jsonify(_webhook_json(session, hook, secret)), 201
 
 
-@api.get("/webhooks", responses={200: WebhookOut})
+@api.get("/webhooks", responses={200: WebhookList})
 @requires("promotions", "admin")
 def list_webhooks() -> Response:
     session = db.session()

@@ -12,7 +12,7 @@ from .. import db
 from ..app import BEARER
 from ..errors import ApiError
 from ..report_queries import report_input
-from ..schemas import ExperimentPath, PowerRequest, ReportQuery
+from ..schemas import ExperimentPath, PowerOut, PowerRequest, ReportOut, ReportQuery
 from ..store import experiments as store
 from .scoping import requires
 
@@ -33,7 +33,7 @@ def build_experiment_report(key: str) -> Any:
     return experiment, build_report(report_input(session, experiment, store.spec_of(experiment)))
 
 
-@api.get("/experiments/<key>/report")
+@api.get("/experiments/<key>/report", responses={200: ReportOut})
 @requires("reports", "analyst")
 def experiment_report(path: ExperimentPath, query: ReportQuery) -> Response:
     """The A/B report: per-arm rates and means with intervals, lifts, SRM, sequential, CUPED, bandit estimates."""
@@ -50,7 +50,7 @@ def experiment_report(path: ExperimentPath, query: ReportQuery) -> Response:
     return jsonify(body)
 
 
-@api.post("/power")
+@api.post("/power", responses={200: PowerOut})
 @requires("reports", "analyst")
 def power(body: PowerRequest) -> Response:
     """Sample size per arm, minimum detectable effect, or duration (statsmodels power functions)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
@@ -16,12 +18,28 @@ from .scoping import optional_body, requires
 api = APIBlueprint("value", __name__, url_prefix="/v1", abp_tags=[Tag(name="value")], abp_security=BEARER)
 
 
+class TransactionImportResult(BaseModel):
+    imported: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+    rejected_count: int
+
+
+class FitResult(BaseModel):
+    model_id: int
+    customers: int
+    bgnbd: dict[str, Any] | None
+    gamma_gamma: dict[str, Any] | None
+    horizon_weeks: int
+    discount_rate_per_week: float
+
+
 class FitBody(BaseModel):
     horizon_weeks: int = Field(default=DEFAULT_HORIZON_WEEKS, ge=1, le=520)
     discount_rate_per_week: float = Field(default=DEFAULT_WEEKLY_DISCOUNT, ge=0, lt=1)
 
 
-@api.post("/transactions/import", openapi_extensions=_BODY_DOC)
+@api.post("/transactions/import", responses={200: TransactionImportResult}, openapi_extensions=_BODY_DOC)
 @requires("value", "analyst")
 def import_purchases() -> Response:
     """Import purchases (subject_id, occurred_at or date, amount, optional transaction_id) for the CLV model."""
@@ -34,7 +52,7 @@ def import_purchases() -> Response:
     return jsonify(result)
 
 
-@api.post("/clv/fit")
+@api.post("/clv/fit", responses={200: FitResult})
 @requires("value", "analyst")
 def fit_value_model() -> Response:
     """Fit BG/NBD + Gamma-Gamma on every purchase and conversion; store per-subject values."""

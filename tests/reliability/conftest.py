@@ -25,7 +25,9 @@ def _unique_node_id(item: pytest.Item) -> None:
 
 
 def _mark_known_bugs(item: pytest.Item) -> None:
-    """A test module's KNOWN_BUGS maps (scope, "METHOD /path") to the reason of a strict xfail."""
+    """A schemathesis test module's KNOWN_BUGS maps (scope, "METHOD /path") to the reason of a strict xfail."""
+    if type(item).__name__ != "SchemathesisFunction":
+        return
     known = getattr(getattr(item, "module", None), "KNOWN_BUGS", None)
     for (scope, label), reason in (known or {}).items():
         if item.name.endswith(f"[{scope}][{label}]"):
