@@ -30,5 +30,10 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# Load test, then a database-outage fault test, against PostgreSQL on 127.0.0.1 (sizes: LOADTEST_*, FAULTTEST_*).
+loadtest: $(STAMP)
+	$(BIN)/python bench/loadtest.py
+	$(BIN)/python bench/faulttest.py
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache nextbest.sqlite3*

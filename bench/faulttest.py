@@ -310,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["events (distinct ids) sent", facts["events_sent"]], ["events acknowledged", facts["acknowledged"]],
         ["answers: accepted", facts["accepted_answers"]], ["answers: duplicate", facts["duplicate_answers"]],
         ["events stored (rows / distinct ids)", f"{facts['stored']} / {facts['stored_distinct']}"],
+        ["duplicate event rows stored", facts["stored"] - facts["stored_distinct"]],
     ])
     ok = print_checks(checks)
     print(f"\nfault test {'passed' if ok else 'FAILED'}")
@@ -369,7 +370,8 @@ def outage_checks(args: argparse.Namespace, outage: Outage, prober: Prober, tota
     hung = [e for e in everything if e[1] >= CLIENT_TIMEOUT or e[4] in ("ReadTimeout", "Timeout", "ConnectTimeout")]
     slowest = max((e[1] for e in everything), default=0.0)
     checks.append(Check("no request hangs", not hung,
-                        f"slowest answer {slowest:.2f} s (client timeout {CLIENT_TIMEOUT:.0f} s); {len(hung)} timed out"))
+                        f"slowest answer {slowest:.2f} s (client timeout {CLIENT_TIMEOUT:.0f} s); "
+                        f"{len(hung)} timed out"))
     refused = [e for e in everything if e[4] is not None and e not in hung]
     checks.append(Check("the server always answers", not refused,
                         f"{len(refused)} connection failures" + (f", e.g. {refused[0][4]}" if refused else "")))

@@ -552,7 +552,8 @@ def verify_data(setup: Setup, totals: Totals, run_id: str, exactly_one_acceptanc
             "SELECT event_id, assignment_id, type, attribution FROM events WHERE event_id LIKE %s",
             (f"{run_id}-%",)).fetchall()
         assignment_rows = conn.execute(
-            "SELECT a.id, e.key, a.subject_id, a.arm_key FROM assignments a JOIN experiments e ON e.id = a.experiment_id"
+            "SELECT a.id, e.key, a.subject_id, a.arm_key FROM assignments a "
+            "JOIN experiments e ON e.id = a.experiment_id"
         ).fetchall()
         split_conflicts = conn.execute(
             "SELECT a.subject_id, array_agg(DISTINCT a.arm_key) FROM assignments a JOIN experiments e "
@@ -592,7 +593,8 @@ def verify_data(setup: Setup, totals: Totals, run_id: str, exactly_one_acceptanc
                         f"{len(acknowledged) - len(lost)}/{len(acknowledged)} stored" +
                         (f"; lost e.g. {sorted(lost)[:3]}" if lost else "")))
     checks.append(Check("stored exactly once", not doubled,
-                        f"{len(doubled)} event ids stored more than once" + (f": {sorted(doubled)[:3]}" if doubled else "")))
+                        f"{len(doubled)} event ids stored more than once" +
+                        (f": {sorted(doubled)[:3]}" if doubled else "")))
     checks.append(Check("nothing stored that was not sent", not phantom, f"{len(phantom)} unknown event ids"))
     checks.append(Check("events keep their decision", not misattributed,
                         f"{len(misattributed)} stored with another assignment_id"))
@@ -603,7 +605,8 @@ def verify_data(setup: Setup, totals: Totals, run_id: str, exactly_one_acceptanc
         checks.append(Check("accepted exactly once over all sends", not never_accepted,
                             f"{len(never_accepted)} acknowledged only as duplicates"))
     checks.append(Check("no event rejected", not totals.rejected,
-                        f"{len(totals.rejected)} rejected" + (f", e.g. {totals.rejected[:2]}" if totals.rejected else "")))
+                        f"{len(totals.rejected)} rejected" +
+                        (f", e.g. {totals.rejected[:2]}" if totals.rejected else "")))
 
     by_id = {row[0]: row[1:] for row in assignment_rows}
     returned = [(e, s, a, arm) for e, s, a, arm, _ in totals.decisions if a]
@@ -779,6 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["events acknowledged", facts["acknowledged"]], ["answers: accepted", facts["accepted_answers"]],
         ["answers: duplicate", facts["duplicate_answers"]], ["answers: rejected", facts["rejected"]],
         ["events stored (rows / distinct ids)", f"{facts['stored']} / {facts['stored_distinct']}"],
+        ["duplicate event rows stored", facts["stored"] - facts["stored_distinct"]],
     ])
     ok = print_checks(checks)
     print(f"\nload test {'passed' if ok else 'FAILED'}")

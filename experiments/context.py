@@ -24,18 +24,22 @@ class ContextError(ValueError):
         super().__init__("; ".join(f"{p.field}: {p.message}" for p in self.problems))
 
 
-def check_context(features: Sequence[FeatureSpec], context: Mapping[str, Any] | None) -> list[ContextProblem]:
-    """Problems with `context` (empty when it fits); extra keys are allowed and kept."""
+def check_context(features: Sequence[FeatureSpec], context: Mapping[str, Any] | None,
+                  *, profile_merged: bool = False) -> list[ContextProblem]:
+    """Problems with `context` (empty when it fits); extra keys are allowed and kept.
+
+    Profile-sourced features are checked only once the caller has merged the profile's values in."""
     context = context or {}
     problems = []
     for feature in features:
-        if feature.source != "context":
+        if feature.source != "context" and not profile_merged:
             continue
         value = context.get(feature.name)
         where = f"context.{feature.name}"
         if value is None:
             if feature.required:
-                problems.append(ContextProblem(where, f"required {feature.type} feature is missing"))
+                source = "" if feature.source == "context" else " (in the request or the subject's profile)"
+                problems.append(ContextProblem(where, f"required {feature.type} feature is missing{source}"))
             continue
         if feature.type == "numeric":
             if finite_float(value) is None:
@@ -47,9 +51,10 @@ def check_context(features: Sequence[FeatureSpec], context: Mapping[str, Any] | 
     return problems
 
 
-def validated_context(features: Sequence[FeatureSpec], context: Mapping[str, Any] | None) -> dict[str, Any]:
+def validated_context(features: Sequence[FeatureSpec], context: Mapping[str, Any] | None,
+                      *, profile_merged: bool = False) -> dict[str, Any]:
     """The context as a plain dict, or ContextError naming the features that do not fit."""
-    problems = check_context(features, context)
+    problems = check_context(features, context, profile_merged=profile_merged)
     if problems:
         raise ContextError(problems)
     return dict(context or {})

@@ -40,6 +40,7 @@ class Request:
     subject_id: str
     context: Mapping[str, Any] | None
     channel: str | None
+    notes: Mapping[str, Any] | None = None  # why: profile features used, ...
 
 
 @dataclass(slots=True)
@@ -72,7 +73,7 @@ def check_contexts(runtime: ExperimentRuntime, requests: Sequence[Request]) -> l
     problems: list[dict[str, Any]] = []
     for index, req in enumerate(requests):
         try:
-            contexts.append(validated_context(features, req.context))
+            contexts.append(validated_context(features, req.context, profile_merged=True))
         except ContextError as exc:
             prefix = f"subjects.{index}." if len(requests) > 1 else ""
             problems.extend({"field": prefix + p.field, "message": p.message} for p in exc.problems)
@@ -128,8 +129,17 @@ def decide(runtime: ExperimentRuntime, requests: Sequence[Request], suppressed: 
             "propensity": out.propensity, "policy_version": runtime.policy_version, "holdout": out.holdout,
             "context": contexts[i] or None, "channel": req.channel,
             "covariate": covariate_value(contexts[i], covariate), "source": "live", "created_at": now,
+            "notes": _notes(req.notes, excluded.get(i)),
         }
     return [o for o in outcomes if o is not None]
+
+
+def _notes(notes: Mapping[str, Any] | None, excluded: frozenset[str] | None) -> dict[str, Any] | None:
+    merged = dict(notes or {})
+    if excluded:
+        merged["excluded_arms"] = sorted(excluded)
+        merged["contact_rule"] = "exclude_converted_arms"
+    return merged or None
 
 
 def _split_without(shares: Mapping[str, float], excluded: frozenset[str], position: float) -> tuple[str | None, float]:

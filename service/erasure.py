@@ -31,17 +31,8 @@ def erase_subject(session: Session, subject_id: str, actor: str) -> dict[str, An
         counts["events"] += session.execute(delete(Event).where(Event.assignment_id.in_(chunk))).rowcount or 0
     counts["events"] += session.execute(delete(Event).where(Event.subject_id == subject_id)).rowcount or 0
     session.execute(delete(Assignment).where(Assignment.subject_id == subject_id))
-    for extra in _EXTRA_ERASERS:
-        for name, count in extra(session, subject_id).items():
-            counts[name] = counts.get(name, 0) + count
+    from .profiles import erase_profile_rows
+
+    counts.update(erase_profile_rows(session, subject_id))
     audit(session, None, actor, "erase_subject", subject_ref=subject_reference(subject_id), **counts)
     return counts
-
-
-# Tables added later (profiles, suppressions, transactions) register their own erasers here.
-_EXTRA_ERASERS: list[Any] = []
-
-
-def register_eraser(func: Any) -> Any:
-    _EXTRA_ERASERS.append(func)
-    return func

@@ -290,7 +290,7 @@ class WebhookDelivery(Base):
 
 
 class Subject(Base):
-    """What callers tell us about a customer (time zone, value, loyalty, consent), plus running scores."""
+    """What callers tell us about a customer: time zone, value, loyalty, consent, free attributes."""
 
     __tablename__ = "subjects"
 
@@ -301,9 +301,6 @@ class Subject(Base):
     loyalty_points: Mapped[float | None] = mapped_column(Float)
     consent: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # Engagement decays exponentially, so a stored (score, as of) pair is enough to know it at any time.
-    engagement: Mapped[float] = mapped_column(Float, default=0.0)
-    engagement_as_of: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -318,3 +318,65 @@ class EvaluateResponse(BaseModel):
     decisions: int
     reward: dict[str, Any]
     candidates: list[dict[str, Any]]
+
+
+class SubjectIn(_In):
+    """Caller-supplied profile fields; fields left out keep their stored values."""
+
+    timezone: str | None = Field(default=None, max_length=64, description="IANA name, e.g. Europe/Berlin")
+    lifetime_value: float | None = Field(default=None, ge=0, description="supplied value; beats the model's")
+    loyalty_tier: str | None = Field(default=None, max_length=64)
+    loyalty_points: float | None = None
+    consent: dict[str, bool] | None = Field(default=None, description="channel -> consented")
+    attributes: dict[str, Any] | None = None
+
+
+class SubjectOut(BaseModel):
+    subject_id: str
+    known: bool
+    attributes: dict[str, Any]
+    computed: dict[str, Any]
+    suppressions: list[dict[str, Any]]
+    recent_decisions: list[dict[str, Any]]
+
+
+class SubjectImportResult(BaseModel):
+    stored: int
+    rejected: list[dict[str, Any]]
+    rejected_count: int
+
+
+class AssignmentPath(BaseModel):
+    assignment_id: str = Field(min_length=1, max_length=64)
+
+
+class AssignmentExplanation(BaseModel):
+    assignment_id: str
+    experiment: str
+    subject_id: str
+    arm: str
+    propensity: float
+    allocation: dict[str, Any]
+    policy_version: int
+    holdout: bool
+    features: dict[str, Any]
+    profile_features: dict[str, Any]
+    contact_rules: list[str]
+    channel: str | None
+    decided_at: datetime
+    explanation: str
+
+
+class SubjectExport(BaseModel):
+    """Everything stored about one subject: nextbest-subject-export/1."""
+
+    format: str
+    subject_id: str
+    exported_at: datetime
+    profile: dict[str, Any] | None
+    decisions: list[dict[str, Any]]
+    outcome_summaries: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    suppressions: list[dict[str, Any]]
+    transactions: list[dict[str, Any]]
+    model_values: list[dict[str, Any]]

@@ -27,8 +27,6 @@ def upgrade() -> None:
         sa.Column("loyalty_points", sa.Float()),
         sa.Column("consent", sa.JSON()),
         sa.Column("attributes", sa.JSON()),
-        sa.Column("engagement", sa.Float(), nullable=False),
-        sa.Column("engagement_as_of", TS),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
     )

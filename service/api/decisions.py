@@ -36,7 +36,7 @@ def assign(body: AssignRequest) -> Response:
     """Decide one subject's arm; the decision is stored before the answer is sent."""
     session = db.session()
     runtime = runtime_cache().get(session, body.experiment)
-    requests = [core.Request(body.subject_id, body.context, body.channel)]
+    requests = with_profile_features(session, runtime, [core.Request(body.subject_id, body.context, body.channel)])
     suppressed = contact_verdicts(session, runtime, requests)
     (outcome,) = core.decide(runtime, requests, suppressed)
     core.store(session, [outcome])
@@ -54,7 +54,8 @@ def assign_batch(body: BatchAssignRequest) -> Response:
         raise ApiError(413, f"a batch may hold at most {limit} subjects, got {len(body.subjects)}")
     session = db.session()
     runtime = runtime_cache().get(session, body.experiment)
-    requests = [core.Request(s.subject_id, s.context, body.channel) for s in body.subjects]
+    requests = with_profile_features(
+        session, runtime, [core.Request(s.subject_id, s.context, body.channel) for s in body.subjects])
     suppressed = contact_verdicts(session, runtime, requests)
     outcomes = core.decide(runtime, requests, suppressed)
     core.store(session, outcomes)
@@ -62,6 +63,23 @@ def assign_batch(body: BatchAssignRequest) -> Response:
     session.commit()
     return jsonify(experiment=runtime.key, assignments=[core.to_json(runtime, o) for o in outcomes],
                    suppressed=sum(1 for o in outcomes if o.no_offer))
+
+
+def with_profile_features(session: Session, runtime: ExperimentRuntime,
+                          requests: list[core.Request]) -> list[core.Request]:
+    """Fill features the experiment sources from the profile; the values used go into the decision's notes."""
+    allocation = runtime.spec.allocation
+    names = [f.name for f in getattr(allocation, "features", []) if f.source == "profile"]
+    if not names or runtime.status != "running" or runtime.winner is not None:
+        return requests
+    from ..profiles import profile_features
+
+    values = profile_features(session, names, sorted({r.subject_id for r in requests}))
+    return [
+        core.Request(r.subject_id, {**values[r.subject_id], **(r.context or {})}, r.channel,
+                     {"profile_features": values[r.subject_id]})
+        for r in requests
+    ]
 
 
 def contact_verdicts(session: Session, runtime: ExperimentRuntime, requests: list[core.Request]) -> dict[int, Any]:

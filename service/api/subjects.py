@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from .. import db
@@ -10,7 +10,21 @@ from ..app import BEARER
 from ..auth import current_caller
 from ..erasure import erase_subject, subject_reference
 from ..contact import resubscribe
-from ..schemas import ErasureResult, ResubscribeBody, ResubscribeResult, SubjectPath
+from .. import profiles
+from ..errors import ApiError
+from ..schemas import (
+    AssignmentExplanation,
+    AssignmentPath,
+    ErasureResult,
+    ResubscribeBody,
+    ResubscribeResult,
+    SubjectExport,
+    SubjectImportResult,
+    SubjectIn,
+    SubjectOut,
+    SubjectPath,
+)
+from .imports import _BODY_DOC, _FORMATS
 from ..store.experiments import audit
 from .scoping import requires
 
@@ -38,3 +52,53 @@ def resubscribe_subject(path: SubjectPath, body: ResubscribeBody) -> Response:
               subject_ref=subject_reference(path.subject_id))
     session.commit()
     return jsonify(subject_id=path.subject_id, channel=body.channel, resubscribed=lifted)
+
+
+@api.put("/subjects/<subject_id>", responses={200: SubjectOut})
+@requires("subjects", "channel_or_analyst")
+def put_subject(path: SubjectPath, body: SubjectIn) -> Response:
+    """Create or update what the caller knows about a subject (time zone, value, loyalty, consent, attributes)."""
+    session = db.session()
+    profiles.upsert(session, path.subject_id, body.model_dump(exclude_unset=True))
+    session.commit()
+    return jsonify(profiles.profile(session, path.subject_id))
+
+
+@api.get("/subjects/<subject_id>", responses={200: SubjectOut})
+@requires("subjects", "analyst")
+def get_subject(path: SubjectPath) -> Response:
+    """The 360-degree view: supplied attributes next to engagement, value, churn risk and best channel."""
+    return jsonify(profiles.profile(db.session(), path.subject_id))
+
+
+@api.get("/subjects/<subject_id>/export", responses={200: SubjectExport})
+@requires("subjects", "admin")
+def export_subject(path: SubjectPath) -> Response:
+    """Everything stored about the subject (access request), in the documented export format."""
+    session = db.session()
+    body = profiles.export(session, path.subject_id)
+    audit(session, None, current_caller().name, "export_subject", subject_ref=subject_reference(path.subject_id))
+    session.commit()
+    return jsonify(body)
+
+
+@api.post("/subjects/import", responses={200: SubjectImportResult}, openapi_extensions=_BODY_DOC)
+@requires("subjects", "channel_or_analyst")
+def import_subjects() -> Response:
+    """Bulk upsert of profiles from CSV or JSON lines; rejected rows are listed by line."""
+    fmt = _FORMATS.get(request.mimetype)
+    if fmt is None:
+        raise ApiError(415, f"send text/csv or application/x-ndjson, got {request.mimetype or 'no content type'!r}")
+    session = db.session()
+    result = profiles.import_profiles(session, request.get_data(cache=False), fmt)
+    session.commit()
+    return jsonify(result)
+
+
+@api.get("/assignments/<assignment_id>", responses={200: AssignmentExplanation})
+@requires("subjects", "analyst")
+def explain_assignment(path: AssignmentPath) -> Response:
+    """Why this decision: experiment, policy and version, features and values, propensity, contact rules."""
+    from ..explain import explain
+
+    return jsonify(explain(db.session(), path.assignment_id))

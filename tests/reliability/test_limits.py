@@ -44,12 +44,8 @@ HOSTILE: dict[str, list[str]] = {
 }
 KINDS = list(HOSTILE)
 
-_NUL = ("PostgreSQL: a NUL character (\\u0000) in this text reaches a text column: 500, psycopg.DataError "
-        "'PostgreSQL text fields cannot contain NUL (0x00) bytes' (SQLite stores it); it should be a 422")
-_ASSIGNMENT_ID_32 = ("PostgreSQL: an unknown assignment_id of 33-64 characters passes the event check (64) but "
-                     "not events.assignment_id varchar(32): 500, StringDataRightTruncation 'value too long for "
-                     "type character varying(32)'; it should be stored, or rejected per event")
-# (test, field, kind, backend) -> reason of a strict xfail.
+# Known service bugs: (test, field, kind, backend) -> the reason of a strict xfail on exactly that case.
+# (Empty: the NUL and assignment_id-length bugs these cases found on PostgreSQL are fixed.)
 KNOWN_BUGS_BY_CASE: dict[tuple[str, str, str, str], str] = {}
 
 

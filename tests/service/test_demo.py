@@ -11,7 +11,7 @@ from tests.conftest import DATA
 
 def test_demo_runs_the_whole_loop_and_its_summary_matches_the_data(tmp_path: Path) -> None:
     out = io.StringIO()
-    summary = run_demo(DATA / "hillstrom.csv", tmp_path, days=10, per_day=900, port=0, stream=out)
+    summary = run_demo(DATA / "hillstrom.csv", tmp_path, days=12, per_day=1500, port=0, stream=out)
     text = out.getvalue()
     for arm, row in summary["ab"].items():
         low, high = row["visit_ci"]
