@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from bandits import Policy
@@ -85,7 +85,12 @@ def training_examples(session: Session, experiment: Experiment, spec: Experiment
 def known_decisions(session: Session, experiment: Experiment, spec: ExperimentSpec, since: datetime | None,
                     until: datetime, not_before: datetime | None = None, *, include_holdout: bool = False
                     ) -> KnownDecisions:
-    """Decisions whose reward became known in (since, until]; holdout ones only when asked (evaluation)."""
+    """Decisions whose reward became known in (since, until]; holdout ones only when asked (evaluation).
+
+    An LTV-adjusted reward (revenue minus the value an unsubscribe destroys) is known only once the
+    window has closed, since an unsubscribe may still come."""
+    if spec.reward.type == "ltv_adjusted":
+        return _known_ltv_decisions(session, experiment, spec, since, until, not_before, include_holdout)
     window = timedelta(seconds=spec.attribution_window_seconds)
     reward = spec.reward
     event_count = _COUNT_COLUMNS.get(reward.event)
@@ -122,6 +127,36 @@ def known_decisions(session: Session, experiment: Experiment, spec: ExperimentSp
         contexts=[rows[i].context or {} for i in keep], arms=[rows[i].arm_key for i in keep],
         rewards=values[keep], propensities=np.array([rows[i].propensity for i in keep], dtype=float),
         decided_at=[rows[i].created_at for i in keep],
+    )
+
+
+def _known_ltv_decisions(session: Session, experiment: Experiment, spec: ExperimentSpec, since: datetime | None,
+                         until: datetime, not_before: datetime | None, include_holdout: bool) -> KnownDecisions:
+    from .models import Subject, SubjectValue
+    from .report_queries import subject_value_sql
+
+    window = timedelta(seconds=spec.attribution_window_seconds)
+    unsubscribed = case((DecisionOutcome.unsubscribes > 0, 1.0), else_=0.0)
+    value = (func.coalesce(DecisionOutcome.revenue, 0.0)
+             - float(spec.unsubscribe_value_share) * subject_value_sql(spec) * unsubscribed)
+    query = (select(Assignment.context, Assignment.arm_key, Assignment.created_at, Assignment.propensity,
+                    value.label("value"))
+             .select_from(Assignment)
+             .outerjoin(DecisionOutcome, DecisionOutcome.assignment_id == Assignment.id)
+             .outerjoin(Subject, Subject.subject_id == Assignment.subject_id)
+             .outerjoin(SubjectValue, SubjectValue.subject_id == Assignment.subject_id))
+    conditions = [Assignment.experiment_id == experiment.id, Assignment.created_at <= until - window]
+    if not include_holdout:
+        conditions.append(Assignment.holdout.is_(False))
+    if since is not None:
+        conditions.append(Assignment.created_at > since - window)
+    if not_before is not None:
+        conditions.append(Assignment.created_at >= not_before)
+    rows = session.execute(query.where(*conditions).order_by(Assignment.created_at, Assignment.id)).all()
+    return KnownDecisions(
+        contexts=[r.context or {} for r in rows], arms=[r.arm_key for r in rows],
+        rewards=np.array([float(r.value or 0.0) for r in rows]),
+        propensities=np.array([r.propensity for r in rows], dtype=float), decided_at=[r.created_at for r in rows],
     )
 
 

@@ -75,3 +75,43 @@ def test_clv_fit_on_real_cdnow_purchases(api: Any) -> None:
     body = fitted.get_json()
     assert body["customers"] == 2357 and body["bgnbd"]["converged"] is True
     assert api.call("POST", "/v1/clv/fit", scope="channel").status_code == 403
+
+
+def test_a_bandit_can_learn_from_the_ltv_adjusted_value(app: Any, api: Any) -> None:
+    from service import clock
+    from service import db as db_module
+    from service.learning import refit
+    from service.models import Experiment
+    from sqlalchemy import select
+
+    api.create_experiment({
+        "key": "ltv-bandit", "name": "LTV bandit", "arms": [{"key": "a", "is_control": True}, {"key": "b"}],
+        "allocation": {"type": "bandit", "policy": {"name": "epsilon_greedy", "epsilon": 0.1}},
+        "reward": {"type": "ltv_adjusted"}, "attribution_window_seconds": 3600, "default_subject_value": 500.0,
+        "unsubscribe_value_share": 1.0}, start=True)
+    try:
+        decisions = api.assign_batch("ltv-bandit", [{"subject_id": f"s{i}"} for i in range(400)])
+        now = clock.utcnow().isoformat().replace("+00:00", "Z")
+        events = []
+        for d in decisions:  # b brings revenue but makes everyone unsubscribe; a brings a little, keeps them
+            if d["arm"] == "b":
+                events += [{"event_id": f"c-{d['assignment_id']}", "type": "conversion", "value": 50.0,
+                            "assignment_id": d["assignment_id"], "occurred_at": now},
+                           {"event_id": f"u-{d['assignment_id']}", "type": "unsubscribe",
+                            "assignment_id": d["assignment_id"], "occurred_at": now}]
+            else:
+                events.append({"event_id": f"c-{d['assignment_id']}", "type": "conversion", "value": 5.0,
+                               "assignment_id": d["assignment_id"], "occurred_at": now})
+        api.send_events(events)
+        with db_module.get_db(app).session() as session:  # not known while an unsubscribe may still come
+            experiment = session.scalars(select(Experiment)).one()
+            assert refit(session, experiment).examples == 0
+        clock.advance(3700)  # the LTV reward is known once the window has closed
+        with db_module.get_db(app).session() as session:
+            experiment = session.scalars(select(Experiment)).one()
+            result = refit(session, experiment)
+        assert result.status == "refit" and result.examples == 400
+        later = api.assign_batch("ltv-bandit", [{"subject_id": f"t{i}"} for i in range(300)])
+        assert sum(d["arm"] == "a" for d in later) > 240  # revenue 50 minus 500 lost is worse than 5
+    finally:
+        clock.reset()
