@@ -90,6 +90,14 @@ def read_records(data: bytes, fmt: str) -> Iterator[tuple[int, Mapping[str, Any]
         raise ValueError(f"format must be csv or ndjson, got {fmt!r}")
 
 
+def required_subject_id(record: Mapping[str, Any]) -> str:
+    """The record's subject_id, trimmed; ValueError when missing or too long."""
+    subject = str(record.get("subject_id") or "").strip()
+    if not subject or len(subject) > 200:
+        raise ValueError("subject_id is required (at most 200 characters)")
+    return subject
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 

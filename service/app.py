@@ -11,7 +11,6 @@ from typing import Any
 from flask import Request, Response, g, jsonify, redirect, request
 from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
-from pydantic import ValidationError
 
 from . import config as config_module
 from . import db as db_module
@@ -108,8 +107,9 @@ def _migrated(app: OpenAPI) -> bool:
     if app.extensions.get("nextbest.migrated"):
         return True
     database = db_module.get_db(app)
+    head = app.extensions.setdefault("nextbest.head", db_module.head_revision())
     try:
-        ok = database.current_revision() == db_module.head_revision()
+        ok = database.current_revision() == head
     except Exception:
         return True  # unreachable database: let the request fail with 503 on its own
     app.extensions["nextbest.migrated"] = ok

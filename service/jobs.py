@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from .clock import utcnow
 from .db import Database
@@ -57,6 +58,9 @@ def run_once(database: Database, holder: str | None = None) -> dict[str, Any]:
                       ("webhooks", lambda: _with_session(database, deliver_due))):
         try:
             summary[name] = job()
+        except OperationalError as exc:  # database away: one line, the next pass retries
+            log.warning("job %s skipped: database unavailable (%s)", name, exc.__class__.__name__)
+            summary[name] = "database_unavailable"
         except Exception:  # a failing job is logged and retried next pass
             log.exception("job %s failed", name)
             summary[name] = "error"

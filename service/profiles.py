@@ -12,9 +12,6 @@ Population priors are refitted at most every PRIOR_TTL_SECONDS per worker.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import threading
 import time
 from collections import defaultdict
@@ -27,6 +24,7 @@ from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
 from experiments.contact import parse_timezone
+from experiments.history import read_records, required_subject_id
 from experiments.numbers import finite_float
 from experiments.profiles import (
     ChannelStats,
@@ -39,7 +37,7 @@ from experiments.profiles import (
     fit_channel_priors,
 )
 
-from .bulk import bulk_write, in_batches
+from .bulk import in_batches
 from .clock import utcnow
 from .errors import ApiError
 from .models import (
@@ -121,27 +119,14 @@ def upsert(session: Session, subject_id: str, data: dict[str, Any]) -> Subject:
 def import_profiles(session: Session, data: bytes, fmt: str) -> dict[str, Any]:
     """Bulk upsert from CSV (columns subject_id, timezone, lifetime_value, loyalty_tier, loyalty_points,
     consent.<channel>, attributes.<name>) or JSON lines in the PUT body's shape plus subject_id."""
-    text = data.decode("utf-8-sig", errors="replace")
-    records: list[tuple[int, Any]] = []
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
-            records.append((reader.line_num, _from_csv(row)))
-    else:
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append((number, json.loads(line)))
-                except ValueError:
-                    records.append((number, None))
+    records = [(line, _from_csv(record) if fmt == "csv" and record is not None else record)
+               for line, record, _ in read_records(data, fmt)]
     stored, rejected = 0, []
     for line, record in records:
         try:
             if not isinstance(record, dict):
                 raise ValueError("not an object")
-            subject_id = str(record.get("subject_id") or "").strip()
-            if not subject_id or len(subject_id) > 200:
-                raise ValueError("subject_id is required (at most 200 characters)")
+            subject_id = required_subject_id(record)
             fields = {k: v for k, v in record.items() if k in PROFILE_FIELDS}
             validate_profile(fields)
             upsert(session, subject_id, fields)

@@ -15,9 +15,7 @@ experiment's `default_subject_value`.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from experiments.numbers import finite_float
+from experiments.history import read_records, required_subject_id
 from experiments.outcomes import parse_timestamp
 from reports.clv import ClvModel, customer_lifetime_value, expected_purchases, fit_clv_model, probability_alive
 from reports.clv import summarise_transactions
@@ -42,27 +41,14 @@ DEFAULT_WEEKLY_DISCOUNT = 0.0027  # about 15% a year
 
 def import_transactions(session: Session, data: bytes, fmt: str) -> dict[str, Any]:
     """Rows of subject_id, occurred_at (or date YYYY-MM-DD), amount, optional transaction_id."""
-    text = data.decode("utf-8-sig", errors="replace")
     rows, rejected = [], []
     now = utcnow()
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        records: list[tuple[int, Any]] = [(reader.line_num, r) for r in reader]
-    else:
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append((number, json.loads(line)))
-                except ValueError:
-                    records.append((number, None))
+    records = [(line, record) for line, record, _ in read_records(data, fmt)]
     for line, record in records:
         try:
             if not isinstance(record, dict):
                 raise ValueError("not an object")
-            subject = str(record.get("subject_id") or "").strip()
-            if not subject or len(subject) > 200:
-                raise ValueError("subject_id is required (at most 200 characters)")
+            subject = required_subject_id(record)
             raw_time = record.get("occurred_at") or record.get("date")
             if isinstance(raw_time, str) and len(raw_time.strip()) == 10:
                 occurred = datetime.fromisoformat(raw_time.strip()).replace(tzinfo=timezone.utc)

@@ -28,16 +28,22 @@ _BODY_DOC = {
 }
 
 
-@api.post("/experiments/<key>/import", responses={200: ImportResult}, openapi_extensions=_BODY_DOC)
-@requires("imports", "analyst")
-def import_history(path: ExperimentPath, query: ImportQuery) -> Response:
-    """Import logged decisions (one row each) with their outcomes; rejected rows are listed by line."""
+def uploaded_file() -> tuple[bytes, str]:
+    """The request body and its format (csv or ndjson), or 415/422 in the error shape."""
     fmt = _FORMATS.get(request.mimetype)
     if fmt is None:
         raise ApiError(415, f"send text/csv or application/x-ndjson, got {request.mimetype or 'no content type'!r}")
     data = request.get_data(cache=False)
     if not data.strip():
         raise ApiError(422, "the body is empty")
+    return data, fmt
+
+
+@api.post("/experiments/<key>/import", responses={200: ImportResult}, openapi_extensions=_BODY_DOC)
+@requires("imports", "analyst")
+def import_history(path: ExperimentPath, query: ImportQuery) -> Response:
+    """Import logged decisions (one row each) with their outcomes; rejected rows are listed by line."""
+    data, fmt = uploaded_file()
     session = db.session()
     result = import_file(session, path.key, data, fmt, query.columns,
                          max_rows=int(current_app.config["NEXTBEST_MAX_IMPORT_ROWS"]), actor=current_caller().name,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from .. import db
@@ -11,7 +11,6 @@ from ..auth import current_caller
 from ..erasure import erase_subject, subject_reference
 from ..contact import resubscribe
 from .. import profiles
-from ..errors import ApiError
 from ..schemas import (
     AssignmentExplanation,
     AssignmentPath,
@@ -24,7 +23,7 @@ from ..schemas import (
     SubjectOut,
     SubjectPath,
 )
-from .imports import _BODY_DOC, _FORMATS
+from .imports import _BODY_DOC, uploaded_file
 from ..store.experiments import audit
 from .scoping import requires
 
@@ -86,11 +85,9 @@ def export_subject(path: SubjectPath) -> Response:
 @requires("subjects", "channel_or_analyst")
 def import_subjects() -> Response:
     """Bulk upsert of profiles from CSV or JSON lines; rejected rows are listed by line."""
-    fmt = _FORMATS.get(request.mimetype)
-    if fmt is None:
-        raise ApiError(415, f"send text/csv or application/x-ndjson, got {request.mimetype or 'no content type'!r}")
+    data, fmt = uploaded_file()
     session = db.session()
-    result = profiles.import_profiles(session, request.get_data(cache=False), fmt)
+    result = profiles.import_profiles(session, data, fmt)
     session.commit()
     return jsonify(result)
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from .. import db
 from ..app import BEARER
-from ..errors import ApiError
 from ..value import DEFAULT_HORIZON_WEEKS, DEFAULT_WEEKLY_DISCOUNT, fit, import_transactions
-from .imports import _BODY_DOC, _FORMATS
+from .imports import _BODY_DOC, uploaded_file
 from .scoping import optional_body, requires
 
 api = APIBlueprint("value", __name__, url_prefix="/v1", abp_tags=[Tag(name="value")], abp_security=BEARER)
@@ -43,11 +42,9 @@ class FitBody(BaseModel):
 @requires("value", "analyst")
 def import_purchases() -> Response:
     """Import purchases (subject_id, occurred_at or date, amount, optional transaction_id) for the CLV model."""
-    fmt = _FORMATS.get(request.mimetype)
-    if fmt is None:
-        raise ApiError(415, f"send text/csv or application/x-ndjson, got {request.mimetype or 'no content type'!r}")
+    data, fmt = uploaded_file()
     session = db.session()
-    result = import_transactions(session, request.get_data(cache=False), fmt)
+    result = import_transactions(session, data, fmt)
     session.commit()
     return jsonify(result)
 
