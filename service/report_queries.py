@@ -8,9 +8,10 @@ decision without outcomes contributes zero to every sum, so no join is needed.
 from __future__ import annotations
 
 from collections import defaultdict
+from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, select, text
+from sqlalchemy import Float, and_, case, cast, func, literal, select, text, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -31,6 +32,64 @@ from .models import (
 
 O = DecisionOutcome
 A = Assignment
+
+
+# The subjects a report is restricted to (a segment of a breakdown), or None for everyone.
+_segment: ContextVar[Any] = ContextVar("report_segment", default=None)
+
+
+def _a_scope(eid: int) -> ColumnElement[bool]:
+    """Decisions of the experiment, within the current segment."""
+    subjects = _segment.get()
+    clause = A.experiment_id == eid
+    return and_(clause, A.subject_id.in_(subjects)) if subjects is not None else clause
+
+
+def _segment_of(assignment_id: Any, eid: int) -> ColumnElement[bool]:
+    subjects = _segment.get()
+    if subjects is None:
+        return true()
+    return assignment_id.in_(select(A.id).where(A.experiment_id == eid, A.subject_id.in_(subjects)))
+
+
+def _o_scope(eid: int) -> ColumnElement[bool]:
+    """Outcome summaries of the experiment, within the current segment."""
+    return and_(O.experiment_id == eid, _segment_of(O.assignment_id, eid))
+
+
+def segment_values(session: Session, experiment: Experiment, attribute: str) -> list[str | None]:
+    """The values a profile attribute takes among the experiment's subjects (None: unknown)."""
+    column = _attribute_column(attribute)
+    rows = session.execute(
+        select(column).select_from(A).outerjoin(Subject, Subject.subject_id == A.subject_id)
+        .where(A.experiment_id == experiment.id).group_by(column).order_by(column).limit(50)
+    ).scalars().all()
+    return [None if v is None else str(v) for v in rows]
+
+
+def _attribute_column(attribute: str) -> Any:
+    if attribute in ("loyalty_tier", "timezone"):
+        return getattr(Subject, attribute)
+    if attribute.startswith("attributes.") and len(attribute) > 11:
+        return Subject.attributes[attribute[11:]].as_string()
+    raise ValueError(f"segment_by takes loyalty_tier, timezone or attributes.<name>, got {attribute!r}")
+
+
+def segment_report_input(session: Session, experiment: Experiment, spec: ExperimentSpec, attribute: str,
+                         value: str | None) -> ReportInput:
+    """The report input restricted to the subjects whose profile attribute has `value` (None: unknown)."""
+    column = _attribute_column(attribute)
+    profiled = select(Subject.subject_id).where(column == value) if value is not None else None
+    if value is None:
+        known = select(Subject.subject_id).where(column.is_not(None))
+        subjects: Any = select(A.subject_id).where(A.experiment_id == experiment.id, A.subject_id.not_in(known))
+    else:
+        subjects = profiled
+    token = _segment.set(subjects)
+    try:
+        return report_input(session, experiment, spec)
+    finally:
+        _segment.reset(token)
 
 
 def _reached(column: Any) -> ColumnElement[int]:
@@ -66,7 +125,7 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
         for row in session.execute(
             select(A.arm_key, func.count().label("n"), func.count(func.distinct(A.subject_id)).label("subjects"),
                    func.avg(A.propensity).label("mean_propensity"))
-            .where(A.experiment_id == eid).group_by(A.arm_key)
+            .where(_a_scope(eid)).group_by(A.arm_key)
         )
     }
     numerators = {
@@ -81,14 +140,14 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
                 func.sum(O.revenue).label("revenue"), func.sum(O.revenue * O.revenue).label("revenue2"),
                 func.sum(case((O.conversions > 0, O.revenue), else_=0.0)).label("conv_revenue"),
                 func.sum(case((O.conversions > 0, O.revenue * O.revenue), else_=0.0)).label("conv_revenue2"),
-            ).where(O.experiment_id == eid).group_by(O.arm_key)
+            ).where(_o_scope(eid)).group_by(O.arm_key)
         )
     }
     custom: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
     for row in session.execute(
         select(DecisionCustomOutcome.arm_key, DecisionCustomOutcome.event_type, func.count().label("reached"),
                func.sum(DecisionCustomOutcome.count).label("events"))
-        .where(DecisionCustomOutcome.experiment_id == eid)
+        .where(DecisionCustomOutcome.experiment_id == eid, _segment_of(DecisionCustomOutcome.assignment_id, eid))
         .group_by(DecisionCustomOutcome.arm_key, DecisionCustomOutcome.event_type)
     ):
         custom[row.arm_key][row.event_type] = (int(row.reached), int(row.events or 0))
@@ -159,7 +218,7 @@ def _counts_before(session: Session, eid: int, moment: Any) -> dict[str, int]:
     return {
         row.arm_key: int(row.n)
         for row in session.execute(
-            select(A.arm_key, func.count().label("n")).where(A.experiment_id == eid, A.created_at < moment)
+            select(A.arm_key, func.count().label("n")).where(_a_scope(eid), A.created_at < moment)
             .group_by(A.arm_key)
         )
     }
@@ -199,7 +258,7 @@ def ltv_arm_stats(session: Session, experiment: Experiment, spec: ExperimentSpec
         .outerjoin(O, O.assignment_id == A.id)
         .outerjoin(Subject, Subject.subject_id == A.subject_id)
         .outerjoin(SubjectValue, SubjectValue.subject_id == A.subject_id)
-        .where(A.experiment_id == experiment.id)
+        .where(_a_scope(experiment.id))
         .subquery()
     )
     per_subject = (
@@ -248,7 +307,7 @@ def _covariate_stats(session: Session, eid: int, spec: ExperimentSpec) -> dict[s
         for row in session.execute(
             select(A.arm_key, func.count().label("n"), func.sum(A.covariate).label("sx"),
                    func.sum(A.covariate * A.covariate).label("sx2"))
-            .where(A.experiment_id == eid, A.covariate.is_not(None)).group_by(A.arm_key)
+            .where(_a_scope(eid), A.covariate.is_not(None)).group_by(A.arm_key)
         )
     }
     ys = {
@@ -256,7 +315,7 @@ def _covariate_stats(session: Session, eid: int, spec: ExperimentSpec) -> dict[s
         for row in session.execute(
             select(O.arm_key, func.sum(y).label("sy"), func.sum(y * y).label("sy2"),
                    func.sum(O.covariate * y).label("sxy"))
-            .where(O.experiment_id == eid, O.covariate.is_not(None)).group_by(O.arm_key)
+            .where(_o_scope(eid), O.covariate.is_not(None)).group_by(O.arm_key)
         )
     }
     out = {}
@@ -279,7 +338,7 @@ def _daily(session: Session, eid: int, spec: ExperimentSpec) -> list[DailyArmSum
     counts = {
         (str(row.day), row.arm_key): int(row.n)
         for row in session.execute(
-            select(day, A.arm_key, func.count().label("n")).where(A.experiment_id == eid).group_by(day, A.arm_key)
+            select(day, A.arm_key, func.count().label("n")).where(_a_scope(eid)).group_by(day, A.arm_key)
         )
     }
     outcomes = {
@@ -288,7 +347,7 @@ def _daily(session: Session, eid: int, spec: ExperimentSpec) -> list[DailyArmSum
             select(O.day, O.arm_key, _reached(O.opens).label("r_open"), _reached(O.clicks).label("r_click"),
                    _reached(O.conversions).label("r_conversion"), _reached(O.unsubscribes).label("r_unsubscribe"),
                    func.sum(O.revenue).label("revenue"), func.sum(O.revenue * O.revenue).label("revenue2"))
-            .where(O.experiment_id == eid).group_by(O.day, O.arm_key)
+            .where(_o_scope(eid)).group_by(O.day, O.arm_key)
         )
     }
     from datetime import date
@@ -315,14 +374,14 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         (str(row.day), row.arm_key): int(row.n)
         for row in session.execute(
             select(day, A.arm_key, func.count().label("n"))
-            .where(A.experiment_id == eid, A.holdout.is_(False)).group_by(day, A.arm_key)
+            .where(_a_scope(eid), A.holdout.is_(False)).group_by(day, A.arm_key)
         )
     }
     rewards = {
         (str(row.day), row.arm_key): row
         for row in session.execute(
             select(O.day, O.arm_key, func.sum(r).label("s"), func.sum(r * r).label("s2"))
-            .where(O.experiment_id == eid, O.holdout.is_(False)).group_by(O.day, O.arm_key)
+            .where(_o_scope(eid), O.holdout.is_(False)).group_by(O.day, O.arm_key)
         )
     }
     periods = [
@@ -336,7 +395,7 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         for row in session.execute(
             select(A.arm_key, func.sum(1.0 / A.propensity).label("sw"),
                    func.sum(1.0 / (A.propensity * A.propensity)).label("sw2"))
-            .where(A.experiment_id == eid).group_by(A.arm_key)
+            .where(_a_scope(eid)).group_by(A.arm_key)
         )
     }
     weighted = {
@@ -344,7 +403,7 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         for row in session.execute(
             select(O.arm_key, func.sum(w * r).label("swr"), func.sum(w * w * r).label("sw2r"),
                    func.sum(w * w * r * r).label("sw2r2"))
-            .where(O.experiment_id == eid).group_by(O.arm_key)
+            .where(_o_scope(eid)).group_by(O.arm_key)
         )
     }
     ipw = []
@@ -355,14 +414,14 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
             sum_w2=float(row.sw2 or 0), sum_w2r=float(extra.sw2r or 0) if extra else 0.0,
             sum_w2r2=float(extra.sw2r2 or 0) if extra else 0.0,
         ))
-    n_total = session.scalar(select(func.count()).select_from(A).where(A.experiment_id == eid)) or 0
+    n_total = session.scalar(select(func.count()).select_from(A).where(_a_scope(eid))) or 0
     groups = {}
     for holdout in (True, False):
-        n = session.scalar(select(func.count()).select_from(A).where(A.experiment_id == eid,
+        n = session.scalar(select(func.count()).select_from(A).where(_a_scope(eid),
                                                                      A.holdout.is_(holdout))) or 0
         sums = session.execute(
             select(func.sum(r).label("s"), func.sum(r * r).label("s2"))
-            .where(O.experiment_id == eid, O.holdout.is_(holdout))
+            .where(_o_scope(eid), O.holdout.is_(holdout))
         ).one()
         groups[holdout] = MeanStats(int(n), float(sums.s or 0), float(sums.s2 or 0)) if n else None
     return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False])

@@ -182,6 +182,21 @@ class ReportQuery(BaseModel):
     format: Literal["json", "csv", "html"] = "json"
 
 
+class SegmentQuery(BaseModel):
+    by: str = Field(max_length=80, description="loyalty_tier, timezone or attributes.<name> of the subject profile")
+
+
+class SegmentReport(BaseModel):
+    value: str | None
+    report: dict[str, Any]
+
+
+class SegmentReports(BaseModel):
+    experiment: str
+    by: str
+    segments: list[SegmentReport]
+
+
 class PowerRequest(_In):
     metric_type: Literal["rate", "mean"] = "rate"
     baseline: float = Field(description="baseline rate (0..1) for rates, baseline mean for means")

@@ -12,7 +12,7 @@ from .. import db
 from ..app import BEARER
 from ..errors import ApiError
 from ..report_queries import report_input
-from ..schemas import ExperimentPath, PowerOut, PowerRequest, ReportOut, ReportQuery
+from ..schemas import ExperimentPath, PowerOut, PowerRequest, ReportOut, ReportQuery, SegmentQuery, SegmentReports
 from ..store import experiments as store
 from .scoping import requires
 
@@ -48,6 +48,29 @@ def experiment_report(path: ExperimentPath, query: ReportQuery) -> Response:
         return Response(render_template("report.html", experiment=store.to_json(experiment), report=body),
                         mimetype="text/html")
     return jsonify(body)
+
+
+@api.get("/experiments/<key>/report/segments", responses={200: SegmentReports})
+@requires("reports", "analyst")
+def segment_reports(path: ExperimentPath, query: SegmentQuery) -> Response:
+    """The same report per value of a profile attribute (e.g. loyalty tier); subjects without one are "null"."""
+    from reports import build_report, report_to_dict
+
+    from ..report_queries import segment_report_input, segment_values
+
+    session = db.session()
+    experiment = store.get(session, path.key)
+    spec = store.spec_of(experiment)
+    try:
+        values = segment_values(session, experiment, query.by)
+    except ValueError as exc:
+        raise ApiError(422, str(exc), details=[{"field": "by"}]) from None
+    segments = [
+        {"value": value, "report": report_to_dict(build_report(
+            segment_report_input(session, experiment, spec, query.by, value)))}
+        for value in values
+    ]
+    return jsonify(experiment=experiment.key, by=query.by, segments=segments)
 
 
 @api.post("/power", responses={200: PowerOut})

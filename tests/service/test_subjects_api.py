@@ -126,3 +126,27 @@ def test_bulk_profile_import(api: Any) -> None:
     assert result["stored"] == 1 and [r["line"] for r in result["rejected"]] == [3, 4]
     profile = api.call("GET", "/v1/subjects/a").get_json()["attributes"]
     assert profile["consent"] == {"email": True} and profile["attributes"] == {"segment": "city"}
+
+
+def test_report_breaks_down_by_a_profile_attribute(api: Any) -> None:
+    from tests.service.test_events_api import iso as iso_
+
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    tiers = {f"s{i}": ("gold" if i % 3 == 0 else "silver" if i % 3 == 1 else None) for i in range(300)}
+    for subject, tier in tiers.items():
+        if tier:
+            api.call("PUT", f"/v1/subjects/{subject}", scope="channel", json={"loyalty_tier": tier})
+    decisions = api.assign_batch("spring-email", [{"subject_id": s} for s in tiers])
+    api.send_events([{"event_id": f"c{i}", "type": "conversion", "assignment_id": d["assignment_id"],
+                      "occurred_at": iso_(clock.utcnow())}
+                     for i, d in enumerate(decisions) if tiers[d["subject_id"]] == "gold"])
+    body = api.call("GET", "/v1/experiments/spring-email/report/segments?by=loyalty_tier").get_json()
+    by_value = {s["value"]: s["report"] for s in body["segments"]}
+    assert set(by_value) == {None, "gold", "silver"}
+    for value, report in by_value.items():
+        decided = sum(a["decisions"] for a in report["arms"])
+        assert decided == sum(1 for t in tiers.values() if t == value)
+        conversion = next(m for m in report["metrics"] if m["metric"] == "conversion_rate")
+        rates = {row["value"] for row in conversion["arms"]}
+        assert rates == ({1.0} if value == "gold" else {0.0})
+    assert api.call("GET", "/v1/experiments/spring-email/report/segments?by=shoe_size").status_code == 422
