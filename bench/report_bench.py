@@ -292,7 +292,9 @@ def run(args: argparse.Namespace) -> None:
                 floors.append(0.0)
                 for i, (sql, params) in enumerate(statements):
                     t0 = time.perf_counter()
-                    conn.execute(sql, params).fetchall()
+                    cursor = conn.execute(sql, params)
+                    if cursor.description is not None:  # settings such as SET LOCAL return no rows
+                        cursor.fetchall()
                     per_query[i].append(time.perf_counter() - t0)
                     floors[-1] += per_query[i][-1]
                 conn.rollback()

@@ -122,6 +122,8 @@ def _register_request_hooks(app: OpenAPI) -> None:
     @app.before_request
     def _before() -> Response | None:
         g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        # One decision is one INSERT (or one counter upsert): atomic on its own, no transaction needed.
+        g.single_write = request.endpoint == "decisions.assign"
         if not _migrated(app) and request.endpoint not in _UNGUARDED:
             raise errors.ApiError(
                 503, "the database is not at the latest migration; run `nextbest db upgrade`",

@@ -19,6 +19,7 @@ from sqlalchemy.types import JSON, TypeDecorator
 OnConflict = Literal["error", "nothing", "merge"]
 _PAGE = 1000
 _COPY_FROM = 2000  # rows; below this one INSERT ... unnest is as quick
+_PLAIN_UP_TO = 5  # rows; a plain VALUES list is cheapest for a handful
 
 
 def _pg_type(column: Any) -> str:
@@ -60,6 +61,11 @@ def bulk_write(
     table = model.__table__
     columns = list(rows[0].keys())
     if session.get_bind().dialect.name == "postgresql":
+        if on_conflict == "error" and not returning and len(rows) <= _PLAIN_UP_TO:
+            from sqlalchemy import insert
+
+            session.execute(insert(model), list(rows))
+            return []
         if on_conflict == "error" and not returning and len(rows) >= _COPY_FROM:
             _pg_copy(session, table, columns, rows)
             return []

@@ -36,12 +36,17 @@ def global_policy() -> ContactPolicy | None:
     return ContactPolicy.model_validate(json.loads(raw) if isinstance(raw, str) else raw)
 
 
+def policies_for(runtime: Any) -> list[ContactPolicy]:
+    """The global default and the experiment's own policy, whichever exist."""
+    return [p for p in (global_policy(), runtime.spec.contact_policy) if p is not None]
+
+
 def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datetime | None = None) -> dict[int, Any]:
     """Refusals by request index for a running experiment."""
     if runtime.status != "running" or not requests:
         return {}
     now = now or utcnow()
-    policies = [p for p in (global_policy(), runtime.spec.contact_policy) if p is not None]
+    policies = policies_for(runtime)
     subjects = sorted({r.subject_id for r in requests})
     channel_of = {r.subject_id: r.channel for r in requests}
     # An unsubscribe suppresses a channel, so only requests that name one need the lookup.

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 
-def make_engine(url: str, pool_size: int = 5, statement_timeout_ms: int | None = None) -> Engine:
+def make_engine(url: str, pool_size: int = 5, statement_timeout_ms: int | None = None,
+                **engine_options: Any) -> Engine:
     """An engine tuned per backend: WAL and a busy timeout on SQLite, pre-ping and timeouts on PostgreSQL."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -46,6 +47,7 @@ def make_engine(url: str, pool_size: int = 5, statement_timeout_ms: int | None =
         pool_timeout=10,
         pool_recycle=1800,
         connect_args=connect_args,
+        **engine_options,
     )
 
 
@@ -56,6 +58,11 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size, statement_timeout_ms)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # Requests whose only write is one statement need no BEGIN/COMMIT round trips on PostgreSQL.
+        self.autocommit_sessionmaker = self.sessionmaker
+        if self.engine.dialect.name == "postgresql":
+            self.autocommit_engine = make_engine(url, pool_size, statement_timeout_ms, isolation_level="AUTOCOMMIT")
+            self.autocommit_sessionmaker = sessionmaker(self.autocommit_engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -82,6 +89,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.autocommit_sessionmaker is not self.sessionmaker:
+            self.autocommit_engine.dispose()
 
 
 def alembic_config(url: str) -> Any:
@@ -134,5 +143,7 @@ def get_db(app: Flask | None = None) -> Database:
 def session() -> Session:
     """The request's session (created on first use, closed at teardown)."""
     if "db_session" not in g:
-        g.db_session = get_db().sessionmaker()
+        database = get_db()
+        maker = database.autocommit_sessionmaker if g.get("single_write") else database.sessionmaker
+        g.db_session = maker()
     return g.db_session

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from experiments.bucketing import Splitter, in_holdout, uniform_arm, unit_position
@@ -31,7 +32,7 @@ from .bulk import bulk_write
 from .clock import utcnow
 from .errors import ApiError
 from .ids import new_ids
-from .models import Assignment
+from .models import Assignment, Suppression
 from .runtime import ExperimentRuntime
 
 
@@ -181,6 +182,37 @@ def _decide_bandit(runtime: ExperimentRuntime, requests: Sequence[Request], cont
             outcomes[i] = Outcome(requests[i].subject_id, arm, kept[arm] / total)
         else:
             outcomes[i] = Outcome(requests[i].subject_id, decision.arm, float(decision.propensity))
+
+
+_GUARDED_INSERTS: dict[str, Any] = {}
+
+
+def _guarded_insert(dialect: str) -> Any:
+    """INSERT ... SELECT ... WHERE NOT EXISTS (suppression) RETURNING id, built once per dialect."""
+    if dialect not in _GUARDED_INSERTS:
+        table = Assignment.__table__
+        names = [c.key for c in table.columns]
+        values = ", ".join(f"CAST(:{n} AS json)" if n in ("context", "notes") and dialect == "postgresql"
+                           else f":{n}" for n in names)
+        sql = (f"INSERT INTO assignments ({', '.join(names)}) SELECT {values} WHERE NOT EXISTS "
+               "(SELECT 1 FROM suppressions WHERE subject_id = :subject_id AND channel = :channel) RETURNING id")
+        _GUARDED_INSERTS[dialect] = text(sql).bindparams(
+            *[bindparam(c.key, type_=c.type) for c in table.columns])
+    return _GUARDED_INSERTS[dialect]
+
+
+def store_unless_unsubscribed(session: Session, outcome: Outcome) -> Outcome:
+    """Store one decision in the same statement that checks the channel suppression (one round trip);
+    a suppressed subject gets the no-offer answer instead."""
+    row = outcome.row
+    if row is None or not row["channel"]:
+        store(session, [outcome])
+        return outcome
+    params = {c.key: row.get(c.key) for c in Assignment.__table__.columns}
+    stored = session.execute(_guarded_insert(session.get_bind().dialect.name), params).first()
+    if stored is not None:
+        return outcome
+    return Outcome(outcome.subject_id, None, None, reason="unsubscribed", no_offer=True)
 
 
 def store(session: Session, outcomes: Sequence[Outcome]) -> None:

@@ -37,9 +37,13 @@ def assign(body: AssignRequest) -> Response:
     session = db.session()
     runtime = runtime_cache().get(session, body.experiment)
     requests = with_profile_features(session, runtime, [core.Request(body.subject_id, body.context, body.channel)])
-    suppressed = contact_verdicts(session, runtime, requests)
-    (outcome,) = core.decide(runtime, requests, suppressed)
-    core.store(session, [outcome])
+    if contact.policies_for(runtime):
+        suppressed = contact_verdicts(session, runtime, requests)
+        (outcome,) = core.decide(runtime, requests, suppressed)
+        core.store(session, [outcome])
+    else:  # only an unsubscribe can refuse: checked inside the insert itself
+        (outcome,) = core.decide(runtime, requests, {})
+        outcome = core.store_unless_unsubscribed(session, outcome)
     _count_refusals(session, runtime, [outcome])
     session.commit()
     return jsonify(core.to_json(runtime, outcome))
