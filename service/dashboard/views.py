@@ -249,3 +249,35 @@ def lifecycle_action(key: str) -> Response:
         done = f"Experiment {ACTIONS[action]}"
         flash(f"{done} with winner {winner}." if winner else f"{done}.", "ok")
     return redirect(url_for(".experiment", key=key), 303)
+
+
+@bp.get("/experiments/<key>/evaluate")
+def evaluate(key: str) -> str:
+    """Off-policy evaluation table: fixed arms, uniform, Thompson sampling and the experiment's own policy."""
+    from experiments.spec import BanditAllocation
+
+    from ..api.evaluation import evaluate_experiment
+    from ..schemas import EvaluateRequest
+
+    database = db.session()
+    experiment = store.get(database, key)
+    spec = store.spec_of(experiment)
+    candidates: list[dict[str, Any]] = [{"name": f"always {arm.key}", "policy": {"name": "fixed", "arm": arm.key}}
+                                        for arm in spec.arms]
+    candidates.append({"name": "uniform random", "policy": {"name": "uniform"}})
+    if spec.reward.type == "event" and spec.reward.value is None:
+        candidates.append({"name": "Thompson sampling", "policy": {"name": "thompson_sampling"}})
+    if isinstance(spec.allocation, BanditAllocation) and spec.allocation.policy.name != "thompson_sampling":
+        candidates.append({"name": f"this experiment's {spec.allocation.policy.name}",
+                           "policy": spec.allocation.policy.model_dump(mode="json", exclude_none=True)})
+    result, problem = None, None
+    try:
+        result = evaluate_experiment(database, key, EvaluateRequest(candidates=candidates[:20]))
+    except ApiError as exc:
+        problem = exc.message
+
+    def fmt_value(estimate: dict[str, Any] | None) -> str:
+        return "–" if not estimate or estimate.get("value") is None else f"{estimate['value']:.4f}"
+
+    return render_template("dashboard/evaluate.html", experiment=store.to_json(experiment), result=result,
+                           problem=problem, fmt_value=fmt_value)
