@@ -16,6 +16,7 @@ from service import create_app
 from service import db as db_module
 from service.auth import create_key
 from service.config import normalise_database_url
+from tests.examples import spring_email  # noqa: F401 - re-exported for the API tests
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 PG_URL = os.environ.get("TEST_DATABASE_URL")
@@ -142,24 +143,3 @@ class Api:
 @pytest.fixture
 def api(client: Any, keys: dict[str, str]) -> Api:
     return Api(client, keys)
-
-
-def spring_email(**overrides: Any) -> dict[str, Any]:
-    """The create-experiment example of DESIGN.md, as written."""
-    spec: dict[str, Any] = {
-        "key": "spring-email", "name": "Spring e-mail offer",
-        "arms": [{"key": "control", "is_control": True, "payload": {"template": "none"}},
-                 {"key": "mens", "payload": {"template": "mens-v1"}},
-                 {"key": "womens", "payload": {"template": "womens-v1"}}],
-        "allocation": {"type": "fixed", "weights": {"control": 1, "mens": 1, "womens": 1}},
-        "reward": {"event": "conversion"},
-        "attribution_window_seconds": 1209600,
-        "guardrails": [{"metric": "unsubscribe_rate", "max_relative_increase": 0.10}],
-        "promotion": {"metric": "conversion_rate", "confidence": 0.95,
-                      "min_decisions_per_arm": 1000, "min_runtime_seconds": 604800, "action": "promote"},
-        "contact_policy": {"max_per_subject": {"count": 3, "per_seconds": 604800},
-                           "cooldown_after_conversion_seconds": 259200,
-                           "quiet_hours": {"start": "21:00", "end": "08:00"}},
-    }
-    spec.update(overrides)
-    return spec
