@@ -170,11 +170,15 @@ def _sqlite(session: Session, model: Any, table: Any, columns: list[str], rows: 
 def in_batches(session: Session, column: Any, values: Sequence[Any]) -> list[Any]:
     """`column IN values` as few statements as possible: one `= ANY(array)` on PostgreSQL, and
     lists of 900 on SQLite (its parameter limit). Returns one clause per statement to run."""
-    from sqlalchemy import any_, bindparam
+    from sqlalchemy import any_, bindparam, cast, func, select
     from sqlalchemy.dialects.postgresql import ARRAY
+    from sqlalchemy.dialects.postgresql import JSON as JSON_TYPE
 
     if not values:
         return []
     if session.get_bind().dialect.name == "postgresql":
+        if isinstance(column.type, String):  # text travels as one JSON document: no per-element binding
+            elements = func.json_array_elements_text(cast(bindparam(None, json.dumps(list(values))), JSON_TYPE))
+            return [column.in_(select(elements))]
         return [column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))]
     return [column.in_(list(values[start:start + 900])) for start in range(0, len(values), 900)]

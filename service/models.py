@@ -151,9 +151,7 @@ class Event(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_experiment_type", "experiment_id", "type"),
         Index("ix_events_assignment", "assignment_id"),
-        Index("ix_events_subject", "subject_id"),
         Index("ix_events_subject_type", "subject_id", "type", "occurred_at"),
         Index("ix_events_unattributed", "experiment_id", "unattributed_reason",
               postgresql_where=text("attribution = 'unattributed'"), sqlite_where=text("attribution = 'unattributed'")),
