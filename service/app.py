@@ -38,7 +38,10 @@ class StrictJSONProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         kwargs.setdefault("parse_constant", _reject_constant)
-        return json.loads(s, **kwargs)
+        try:
+            return json.loads(s, **kwargs)
+        except RecursionError:  # nesting deep enough to exhaust the parser: malformed for us
+            raise ValueError(f"JSON nested deeper than {_MAX_JSON_DEPTH} levels") from None
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         kwargs.setdefault("allow_nan", False)
@@ -135,8 +138,9 @@ def _register_request_hooks(app: OpenAPI) -> None:
             observability.check_rate_limit(caller.key_id)
         if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.content_length != 0:
             body = request.get_json(silent=False)  # malformed JSON -> 400 in the error shape
-            # events are judged one by one, so their NUL check belongs to each event
-            if _depth(body, _MAX_JSON_DEPTH, refuse_nul=request.endpoint != "events.send_events") > _MAX_JSON_DEPTH:
+            # Events are judged one by one (flat objects of text and numbers, NUL refused per event), so
+            # the envelope needs no walk; everything else is checked for depth and NUL text here.
+            if request.endpoint != "events.send_events" and _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
                 raise errors.ApiError(400, f"JSON nested deeper than {_MAX_JSON_DEPTH} levels")
         return None
 

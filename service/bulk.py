@@ -10,6 +10,7 @@ SQLAlchemy's executemany with the same conflict semantics.
 from __future__ import annotations
 
 import json
+from datetime import date, datetime
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -95,7 +96,11 @@ def _pg(session: Session, table: Any, columns: list[str], rows: Sequence[dict[st
     sql += _conflict_sql(columns, conflict, on_conflict, add, keep_min)
     if returning:
         sql += f' RETURNING "{returning}"'
-    document = json.dumps([{c: row[c] for c in columns} for row in rows], default=_json_default, allow_nan=False)
+    times = [c for c in columns if isinstance(rows[0][c], (datetime, date))]
+    document = json.dumps(
+        [{c: row[c] for c in columns} | {c: row[c].isoformat() for c in times if row[c] is not None} for row in rows]
+        if times else [{c: row[c] for c in columns} for row in rows],
+        default=_json_default, allow_nan=False)
     result = session.execute(text(sql), {"rows": document})
     return list(result.scalars()) if returning else []
 

@@ -505,3 +505,12 @@ def test_keys_never_appear_in_logs(api: Api, app: Any, running: dict[str, Any], 
         secret_part = secret.split("_", 2)[2]
         for where, haystack in haystacks.items():
             assert secret not in haystack and secret_part not in haystack, f"a key's secret appears in {where}"
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/experiments", "/v1/assign"])
+def test_nesting_that_exhausts_the_parser_is_400_not_500(api: Api, path: str) -> None:
+    body = '{"events": ' + "[" * 5000 + "]" * 5000 + "}"
+    scope = "analyst" if path == "/v1/experiments" else "channel"
+    response = api.client.post(path, data=body, content_type="application/json", headers=api.headers(scope))
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.get_json()["error"]["code"] == "malformed_json"
