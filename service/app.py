@@ -98,7 +98,19 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
     from . import jobs
 
     jobs.start(app)
+    _start_key_cache(app)
     return app
+
+
+def _start_key_cache(app: OpenAPI) -> None:
+    enabled = str(app.config.get("NEXTBEST_KEY_CACHE", "off")).lower() in ("on", "1", "true", "yes")
+    if not enabled or not str(app.config["DATABASE_URL"]).startswith("postgresql"):
+        return
+    from . import keycache
+
+    cache = keycache.KeyCache()
+    app.extensions["nextbest.keycache"] = cache
+    db_module.get_db(app).key_listener = keycache.start(app.config["DATABASE_URL"], cache)
 
 
 _UNGUARDED = {"health.healthz", "health.readyz", "openapi_json", "docs", "metrics", "openapi.doc_url", "openapi.openapi",

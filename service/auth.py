@@ -10,10 +10,10 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from flask import g, request
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from .clock import utcnow
@@ -58,11 +58,18 @@ def revoke_key(session: Session, ident: str) -> int:
     result = session.execute(
         update(ApiKey).where(clause, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
     )
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered at commit to every worker's key cache (service/keycache.py).
+        session.execute(text("SELECT pg_notify('nextbest_keys', 'revoked')"))
     return result.rowcount or 0
 
 
-def authenticate(session: Session, token: str) -> Caller | None:
-    """The caller for a presented token, or None; one indexed lookup, no caching, so revocation is immediate."""
+def authenticate(session: Session, token: str, cache: Any = None) -> Caller | None:
+    """The caller for a presented token, or None: one indexed lookup, or a hit in the worker's key cache,
+    which every revocation empties at once (service/keycache.py)."""
+    cached = cache.get(token) if cache is not None else None
+    if cached is not None:
+        return cached
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "nb" or not parts[1] or len(parts[1]) > 32:
         return None
@@ -75,7 +82,10 @@ def authenticate(session: Session, token: str) -> Caller | None:
         return None
     if not hmac.compare_digest(row.secret_hash, hash_secret(token)):
         return None
-    return Caller(key_id=row.id, name=row.name, scope=row.scope)
+    caller = Caller(key_id=row.id, name=row.name, scope=row.scope)
+    if cache is not None:
+        cache.put(token, caller)
+    return caller
 
 
 def allows(caller_scope: str, required: str) -> bool:
@@ -91,7 +101,9 @@ def check_request(session: Session, required: str) -> Caller:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing bearer key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
-    caller = authenticate(session, token.strip())
+    from flask import current_app
+
+    caller = authenticate(session, token.strip(), current_app.extensions.get("nextbest.keycache"))
     if caller is None:
         raise ApiError(401, "invalid or revoked key", headers={"WWW-Authenticate": "Bearer"})
     if not allows(caller.scope, required):

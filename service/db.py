@@ -58,6 +58,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size, statement_timeout_ms)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.key_listener: Any = None  # service.keycache.Listener, when keys are cached
         # Requests whose only write is one statement need no BEGIN/COMMIT round trips on PostgreSQL.
         self.autocommit_sessionmaker = self.sessionmaker
         if self.engine.dialect.name == "postgresql":
@@ -88,6 +89,8 @@ class Database:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     def dispose(self) -> None:
+        if self.key_listener is not None:
+            self.key_listener.stop()
         self.engine.dispose()
         if self.autocommit_sessionmaker is not self.sessionmaker:
             self.autocommit_engine.dispose()

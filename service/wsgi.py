@@ -1,5 +1,8 @@
 """WSGI entry point: `gunicorn service.wsgi:app`."""
 
+import os
+
 from .app import create_app
 
-app = create_app()
+# Production workers cache keys; revocation still takes effect at once (service/keycache.py).
+app = create_app({"NEXTBEST_KEY_CACHE": os.environ.get("NEXTBEST_KEY_CACHE", "on")})

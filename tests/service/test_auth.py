@@ -100,3 +100,36 @@ def test_cli_keys_create_list_revoke(database_url: str, monkeypatch: pytest.Monk
     assert client.get("/v1/experiments", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     bad = runner.invoke(cli, ["keys", "create", "--scope", "root", "--name", "x"])
     assert bad.exit_code != 0
+
+
+@pytest.mark.postgres
+def test_cached_keys_are_revoked_at_once_on_every_worker(database_url: str, app: Any, keys: dict[str, str]) -> None:
+    import time
+
+    from service import create_app
+    from service.auth import revoke_key
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the key cache listens for revocations on PostgreSQL")
+    workers = [create_app({"DATABASE_URL": database_url, "NEXTBEST_KEY_CACHE": "on"}) for _ in range(2)]
+    try:
+        headers = {"Authorization": f"Bearer {keys['analyst']}"}
+        for worker in workers:
+            cache = worker.extensions["nextbest.keycache"]
+            assert cache.enabled
+            assert worker.test_client().get("/v1/experiments", headers=headers).status_code == 200
+            assert cache.get(keys["analyst"]) is not None  # the next request needs no lookup
+        with db_module.get_db(app).session() as session:  # revoked elsewhere (another worker, the CLI)
+            revoke_key(session, "test-analyst")
+        deadline = time.monotonic() + 2.0
+        statuses: list[int] = []
+        while time.monotonic() < deadline:
+            statuses = [w.test_client().get("/v1/experiments", headers=headers).status_code for w in workers]
+            if statuses == [401, 401]:
+                break
+            time.sleep(0.005)
+        assert statuses == [401, 401]
+        assert time.monotonic() < deadline
+    finally:
+        for worker in workers:
+            db_module.get_db(worker).dispose()
