@@ -139,7 +139,7 @@ def run_demo(data: Path, out: Path, *, days: int = 14, per_day: int = 1500, seed
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     url = f"sqlite:///{database}"
     db_module.upgrade(url)
-    app = create_app({"DATABASE_URL": url, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0})
+    app = create_app({"DATABASE_URL": url, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0, "NEXTBEST_ACCESS_LOG": "off"})
     with db_module.get_db(app).session() as session:
         _, analyst_key = create_key(session, "demo-analyst", "analyst")
         _, channel_key = create_key(session, "demo-channel", "channel")
