@@ -20,7 +20,6 @@ Run: .venv/bin/python bench/report_bench.py [--decisions 1000000] [--events 3000
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics

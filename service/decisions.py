@@ -32,7 +32,7 @@ from .bulk import bulk_write
 from .clock import utcnow
 from .errors import ApiError
 from .ids import new_ids
-from .models import Assignment, Suppression
+from .models import Assignment
 from .runtime import ExperimentRuntime
 
 

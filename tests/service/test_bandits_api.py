@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -148,11 +148,8 @@ def test_linucb_beats_the_best_single_arm_when_the_best_arm_depends_on_a_feature
         return [{"subject_id": f"s{wave}-{i}", "context": {"segment": "young" if i % 2 else "old"}}
                 for i in range(300)]
 
-    last: list[dict[str, Any]] = []
     for wave in range(6):
-        wave_subjects = subjects(wave)
-        last = play_round(app, api, "nbo", wave_subjects,
-                          lambda arm, ctx: truth[(arm, ctx["segment"])], rng)
+        play_round(app, api, "nbo", subjects(wave), lambda arm, ctx: truth[(arm, ctx["segment"])], rng)
     final = subjects(99)
     decisions = api.assign_batch("nbo", final)
     value = np.mean([truth[(d["arm"], s["context"]["segment"])] for d, s in zip(decisions, final)])

@@ -15,7 +15,7 @@ from service import db as db_module
 from service.models import AuditEntry, WebhookDelivery
 from service.promotion import evaluate_all
 from service.webhooks import deliver_due, verify
-from tests.service.test_import_api import HILLSTROM_COLUMNS, hillstrom_spec, import_hillstrom
+from tests.service.test_import_api import hillstrom_spec, import_hillstrom
 
 DAY = 86400
 
