@@ -11,6 +11,7 @@ up, so a missed notice can never keep a revoked key alive.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -25,12 +26,18 @@ class KeyCache:
         self._entries: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.enabled = False
+        # The listening thread belongs to the process that started it; a forked copy of this
+        # cache (gunicorn --preload) has no listener and must never serve from it.
+        self.pid = os.getpid()
+
+    def _usable(self) -> bool:
+        return self.enabled and os.getpid() == self.pid
 
     def get(self, token: str) -> Any:
-        return self._entries.get(token) if self.enabled else None
+        return self._entries.get(token) if self._usable() else None
 
     def put(self, token: str, caller: Any) -> None:
-        if not self.enabled:
+        if not self._usable():
             return
         with self._lock:
             if len(self._entries) >= MAX_ENTRIES:
