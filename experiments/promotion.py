@@ -51,7 +51,15 @@ from typing import Any, Literal
 from experiments.spec import Guardrail, PromotionRule
 from reports.bandit import propensity_balance
 from reports.bayes import bayes_compare
-from reports.inputs import LOWER_IS_BETTER, ArmSummary, MetricKind, ReportInput, arm_metric_stats, metric_kind
+from reports.inputs import (
+    LOWER_IS_BETTER,
+    ArmSummary,
+    MetricKind,
+    ReportInput,
+    arm_metric_stats,
+    control_arm,
+    metric_kind,
+)
 from reports.intervals import NO_DATA, NOT_ENOUGH_DATA, ZERO_VARIANCE, check_confidence
 from reports.sequential import SequentialResult, always_valid_difference
 from reports.srm import SrmResult, srm_check, srm_from_balance
@@ -121,7 +129,7 @@ def evaluate_promotion(
             statistics={"status": status, "rule": None},
         )
     check_confidence(rule.confidence)
-    control = _control(report_input)
+    control = control_arm(report_input.arms)
     metric = rule.metric
     kind = metric_kind(metric)
     higher_is_better = metric not in LOWER_IS_BETTER
@@ -231,16 +239,6 @@ class _Context:
     control: str
     candidate: str | None
     stats: Mapping[str, MeanStats | None]
-
-
-def _control(inp: ReportInput) -> ArmSummary:
-    names = [a.arm for a in inp.arms]
-    if len(set(names)) != len(names):
-        raise ValueError(f"arm names must be unique, got {names}")
-    controls = [a for a in inp.arms if a.is_control]
-    if len(controls) != 1:
-        raise ValueError(f"exactly one arm must be the control, got {len(controls)} of {names}")
-    return controls[0]
 
 
 def _candidate(stats: Mapping[str, MeanStats | None], control: str, higher_is_better: bool) -> str | None:

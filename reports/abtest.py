@@ -25,6 +25,7 @@ from reports.inputs import (
     MetricKind,
     ReportInput,
     arm_metric_stats,
+    control_arm,
     metric_kind,
     rate_stats,
 )
@@ -276,18 +277,13 @@ def _validate(inp: ReportInput) -> ArmSummary:
     check_confidence(inp.confidence)
     if inp.allocation_type not in ("fixed", "bandit"):
         raise ValueError(f"allocation_type must be 'fixed' or 'bandit', got {inp.allocation_type!r}")
-    names = [a.arm for a in inp.arms]
-    if len(set(names)) != len(names):
-        raise ValueError(f"arm names must be unique, got {names}")
-    controls = [a for a in inp.arms if a.is_control]
-    if len(controls) != 1:
-        raise ValueError(f"exactly one arm must be the control, got {len(controls)} of {names}")
+    control = control_arm(inp.arms)
     metric_kind(inp.decision_metric)
     for a in inp.arms:
         _check_counts(f"arm {a.arm!r}", a.decisions, a.reached)
     for d in inp.daily:
         _check_counts(f"arm {d.arm!r} on {d.day}", d.decisions, d.reached)
-    return controls[0]
+    return control
 
 
 def _check_counts(where: str, decisions: int, reached: Mapping[str, int]) -> None:

@@ -88,6 +88,17 @@ class ReportInput:
     generated_at: datetime.datetime | None = None
 
 
+def control_arm(arms: Sequence[ArmSummary]) -> ArmSummary:
+    """The one control arm; ValueError when arm names repeat or there is not exactly one control."""
+    names = [a.arm for a in arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"arm names must be unique, got {names}")
+    controls = [a for a in arms if a.is_control]
+    if len(controls) != 1:
+        raise ValueError(f"exactly one arm must be the control, got {len(controls)} of {names}")
+    return controls[0]
+
+
 def metric_kind(metric: str) -> MetricKind:
     """Say whether a metric name is a rate or a mean; raise ValueError for an unknown name."""
     if metric in VALUE_METRICS:

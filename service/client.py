@@ -21,6 +21,8 @@ from typing import Any
 
 import requests
 
+from .clock import iso_utc
+
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
@@ -66,8 +68,7 @@ class EventResults:
 
 
 def _iso(moment: datetime | None) -> str:
-    moment = moment or datetime.now(timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return iso_utc(moment or datetime.now(timezone.utc)) or ""
 
 
 class Client:

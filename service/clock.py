@@ -25,3 +25,10 @@ def advance(seconds: float) -> None:
 def reset() -> None:
     global _offset
     _offset = timedelta(0)
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """The wire form of a timestamp: ISO 8601 in UTC with a Z, or None."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

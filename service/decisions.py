@@ -29,7 +29,7 @@ from experiments.context import ContextError, covariate_value, validated_context
 from experiments.spec import BanditAllocation
 
 from .bulk import bulk_write
-from .clock import utcnow
+from .clock import iso_utc, utcnow
 from .errors import ApiError
 from .ids import new_ids
 from .models import Assignment
@@ -228,7 +228,7 @@ def to_json(runtime: ExperimentRuntime, outcome: Outcome) -> dict[str, Any]:
             "assignment_id": None, "experiment": runtime.key, "subject_id": outcome.subject_id, "arm": None,
             "payload": None, "propensity": None, "policy_version": None, "holdout": False, "no_offer": True,
             "reason": outcome.reason,
-            "retry_after": outcome.retry_after.isoformat().replace("+00:00", "Z") if outcome.retry_after else None,
+            "retry_after": iso_utc(outcome.retry_after),
         }
     return {
         "assignment_id": outcome.assignment_id, "experiment": runtime.key, "subject_id": outcome.subject_id,

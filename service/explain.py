@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from experiments.spec import BanditAllocation
 
+from .clock import iso_utc
 from .errors import ApiError
 from .models import Assignment, Experiment
 from .store.experiments import spec_of
@@ -47,5 +48,5 @@ def explain(session: Session, assignment_id: str) -> dict[str, Any]:
         "arm": decision.arm_key, "propensity": decision.propensity, "allocation": allocation_json,
         "policy_version": decision.policy_version, "holdout": decision.holdout, "features": features,
         "profile_features": notes.get("profile_features", {}), "contact_rules": rules, "channel": decision.channel,
-        "decided_at": decision.created_at.isoformat().replace("+00:00", "Z"), "explanation": text,
+        "decided_at": iso_utc(decision.created_at), "explanation": text,
     }

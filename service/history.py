@@ -15,13 +15,13 @@ from experiments.context import covariate_value
 from experiments.history import parse_history, parse_mapping, read_records
 from experiments.spec import BanditAllocation
 
+from .bulk import bulk_write
 from .clock import utcnow
 from .errors import ApiError
-from .bulk import bulk_write
+from .ingest import SUMMARY_COUNTERS
 from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event
 from .store import experiments as store
 
-_COUNTERS = {"open": "opens", "click": "clicks", "conversion": "conversions", "unsubscribe": "unsubscribes"}
 _CHUNK = 20_000
 
 
@@ -71,7 +71,7 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
             "updated_at": now,
         }
         for event_type, count in row.counts.items():
-            column = _COUNTERS.get(event_type)
+            column = SUMMARY_COUNTERS.get(event_type)
             if column:
                 summary[column] = count
             else:

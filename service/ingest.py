@@ -33,7 +33,8 @@ from .clock import utcnow
 from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment
 
 _CHUNK = 900  # parameters per IN (...) list, under SQLite's limits
-_COUNTERS = {"open": "opens", "click": "clicks", "conversion": "conversions", "unsubscribe": "unsubscribes"}
+# Built-in event type -> its counter column in decision_outcomes.
+SUMMARY_COUNTERS = {"open": "opens", "click": "clicks", "conversion": "conversions", "unsubscribe": "unsubscribes"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +258,7 @@ def update_summaries(session: Session, rows: list[dict[str, Any]], decisions: di
         entry = summary.get(decision.id)
         if entry is None:
             entry = summary[decision.id] = new_summary(decision, now)
-        column = _COUNTERS.get(row["type"])
+        column = SUMMARY_COUNTERS.get(row["type"])
         if column is not None:
             entry[column] += 1
         else:

@@ -38,7 +38,7 @@ from experiments.profiles import (
 )
 
 from .bulk import in_batches
-from .clock import utcnow
+from .clock import iso_utc, utcnow
 from .errors import ApiError
 from .models import (
     Assignment,
@@ -167,7 +167,7 @@ def supplied_json(subject: Subject | None) -> dict[str, Any]:
     return {"timezone": subject.timezone, "lifetime_value": subject.supplied_value,
             "loyalty_tier": subject.loyalty_tier, "loyalty_points": subject.loyalty_points,
             "consent": subject.consent or {}, "attributes": subject.attributes or {},
-            "updated_at": subject.updated_at.isoformat().replace("+00:00", "Z")}
+            "updated_at": iso_utc(subject.updated_at)}
 
 
 def engagements(session: Session, subject_ids: Sequence[str], now: datetime) -> dict[str, float]:
@@ -247,12 +247,12 @@ def profile(session: Session, subject_id: str, recent: int = 20) -> dict[str, An
                           engagement_band=engagement_band(score), clv=clv, channel=choice).to_dict()
     body["known"] = subject is not None or bool(stats)
     body["suppressions"] = [
-        {"channel": s.channel, "reason": s.reason, "since": s.created_at.isoformat().replace("+00:00", "Z")}
+        {"channel": s.channel, "reason": s.reason, "since": iso_utc(s.created_at)}
         for s in session.scalars(select(Suppression).where(Suppression.subject_id == subject_id))
     ]
     body["recent_decisions"] = [
         {"assignment_id": a.id, "experiment_id": a.experiment_id, "arm": a.arm_key, "channel": a.channel,
-         "propensity": a.propensity, "decided_at": a.created_at.isoformat().replace("+00:00", "Z")}
+         "propensity": a.propensity, "decided_at": iso_utc(a.created_at)}
         for a in session.scalars(select(Assignment).where(Assignment.subject_id == subject_id)
                                  .order_by(Assignment.created_at.desc()).limit(recent))
     ]
@@ -311,7 +311,7 @@ def export(session: Session, subject_id: str) -> dict[str, Any]:
     return {
         "format": "nextbest-subject-export/1",
         "subject_id": subject_id,
-        "exported_at": utcnow().isoformat().replace("+00:00", "Z"),
+        "exported_at": iso_utc(utcnow()),
         "profile": _row_json(subject) if subject else None,
         "decisions": rows(Assignment, Assignment.subject_id == subject_id),
         "outcome_summaries": outcome_rows,
@@ -327,7 +327,7 @@ def _row_json(row: Any) -> dict[str, Any]:
     for column in row.__table__.columns:
         value = getattr(row, column.key)
         if isinstance(value, datetime):
-            value = value.isoformat().replace("+00:00", "Z")
+            value = iso_utc(value)
         elif hasattr(value, "isoformat"):
             value = value.isoformat()
         out[column.key] = value

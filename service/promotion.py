@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from experiments.promotion import PromotionDecision, evaluate_promotion
 
-from .clock import utcnow
+from .clock import iso_utc, utcnow
 from .errors import ApiError
 from .leases import lease
 from .models import Experiment
@@ -68,7 +68,7 @@ def promote(session: Session, experiment: Experiment, winner: str, actor: str, *
           statistics=statistics or {})
     enqueue(session, experiment, "experiment.promoted", {
         "experiment": experiment.key, "winner": winner, "holdback": holdback, "reason": reason,
-        "promoted_at": now.isoformat().replace("+00:00", "Z"), "actor": actor,
+        "promoted_at": iso_utc(now), "actor": actor,
     })
     session.commit()
     session.refresh(experiment)

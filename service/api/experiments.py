@@ -10,6 +10,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from experiments.spec import ExperimentSpec
 
 from .. import db
+from ..clock import iso_utc
 from ..app import BEARER
 from ..auth import current_caller
 from ..schemas import (
@@ -109,7 +110,7 @@ def experiment_audit(path: ExperimentPath) -> Response:
         experiment=experiment.key,
         entries=[
             {"id": e.id, "actor": e.actor, "action": e.action, "details": e.details,
-             "created_at": store._iso(e.created_at)}
+             "created_at": iso_utc(e.created_at)}
             for e in entries
         ],
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from experiments import lifecycle
 from experiments.spec import ArmSpec, ExperimentSpec
 
-from ..clock import utcnow
+from ..clock import iso_utc, utcnow
 from ..errors import ApiError
 from ..models import Arm, AuditEntry, Experiment
 
@@ -206,14 +205,11 @@ def to_json(experiment: Experiment) -> dict[str, Any]:
         holdback=experiment.holdback,
         revision=experiment.revision,
         allowed_actions=lifecycle.allowed_actions(experiment.status),
-        created_at=_iso(experiment.created_at),
-        updated_at=_iso(experiment.updated_at),
-        started_at=_iso(experiment.started_at),
-        promoted_at=_iso(experiment.promoted_at),
-        concluded_at=_iso(experiment.concluded_at),
+        created_at=iso_utc(experiment.created_at),
+        updated_at=iso_utc(experiment.updated_at),
+        started_at=iso_utc(experiment.started_at),
+        promoted_at=iso_utc(experiment.promoted_at),
+        concluded_at=iso_utc(experiment.concluded_at),
     )
     return body
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
