@@ -19,8 +19,8 @@ policy picks each offered arm (before the exploration floor is mixed in):
   of the same random generator, which correlates the arms' draws; its predict
   is not used.)
 
-An arm without data explores. Thompson policies and LinUCB get this from their
-priors; UCB1 gives it an infinite bonus; for epsilon-greedy, LinGreedy and
+An arm without data explores. Thompson policies get this from their priors;
+UCB1 and LinUCB give it an infinite bound; for epsilon-greedy, LinGreedy and
 softmax it counts as tied with the best arm that has data (optimism that does
 not depend on the reward scale; MABWiser itself would score it 0). A policy that
 has never been trained chooses uniformly.
@@ -102,7 +102,11 @@ def _softmax(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng:
 
 def _lin_ucb(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
     assert x is not None
-    return prop.argmax_split(mw.linear_scores(model, arms, x))
+    # The ridge prior's bound alpha * |x| / sqrt(l2_lambda) only beats trained arms when alpha is
+    # large against the reward scale; an infinite bound explores a new arm at any alpha, as in UCB1.
+    scores = mw.linear_scores(model, arms, x)
+    scores[:, ~mw.trained(model, arms)] = np.inf
+    return prop.argmax_split(scores)
 
 
 def _lin_greedy(

@@ -28,8 +28,8 @@ a full training, whichever of the two is called. Linear policies get an
 intercept column in front of the encoded context, so every arm learns its base
 rate.
 
-Arms: ``with_arms`` adds cold arms, which explore (Thompson prior, infinite
-UCB bonus, the LinUCB/LinTS prior, optimism for the greedy and softmax
+Arms: ``with_arms`` adds cold arms, which explore (the Thompson and LinTS priors,
+an infinite UCB1 and LinUCB bound, optimism for the greedy and softmax
 families), and disables arms that are no longer listed: they are offered with
 probability 0 but their learned state is kept, so re-enabling one restores it
 and late rewards for its decisions can still be learned.

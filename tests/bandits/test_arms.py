@@ -55,6 +55,19 @@ def test_new_arm_explores(name: str, least: float) -> None:
     assert (p[:, 3] >= least - 1e-12).all(), p
 
 
+@pytest.mark.parametrize("reward_scale", [1.0, 100.0])
+def test_new_arm_gets_lin_ucb_traffic_at_any_alpha_and_reward_scale(reward_scale: float) -> None:
+    # With alpha 0.05 the ridge prior's bound (about 0.1) is below the trained arms' means, so
+    # without an infinite bound the new arm would only ever get the exploration floor.
+    log = uniform_log(3000, seed=5, rates=RATES)
+    lin_ucb = spec("lin_ucb", 0.0).model_copy(update={"alpha": 0.05})
+    policy = Policy.train(lin_ucb, FEATURES, ARMS, log.contexts, log.arms, reward_scale * log.rewards, seed=1)
+
+    p = policy.with_arms([*ARMS, "kids"]).probabilities(PROBES)
+
+    np.testing.assert_array_equal(p[:, 3], 1.0)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_removed_arm_is_never_chosen_and_comes_back_with_its_learning(name: str) -> None:
     policy = _trained(name, floor=0.05)
