@@ -35,11 +35,14 @@ import numpy as np
 from bandits import _mabwiser as mw
 from bandits import _propensity as prop
 
-Rule = Callable[[mw._Model, tuple[str, ...], np.ndarray | None, np.random.Generator], np.ndarray]
+# The last argument makes the Monte Carlo generator; only the sampled rules call it (creating one costs
+# more than a LinUCB decision).
+Draws = Callable[[], np.random.Generator]
+Rule = Callable[[mw._Model, tuple[str, ...], np.ndarray | None, Draws], np.ndarray]
 
 
 def choice_probabilities(
-    model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, n: int, mc_rng: np.random.Generator
+    model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, n: int, mc_rng: Draws
 ) -> np.ndarray:
     """Probability of each arm per row, shape (n, K), before the exploration floor."""
     k = len(arms)
@@ -77,30 +80,30 @@ def _optimistic(scores: np.ndarray, trained: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _thompson(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _thompson(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: Draws) -> np.ndarray:
     a, b = mw.beta_params(model, arms)
-    return prop.beta_argmax(a, b, rng)
+    return prop.beta_argmax(a, b, rng())
 
 
-def _ucb1(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _ucb1(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: Draws) -> np.ndarray:
     scores = mw.ucb(model, arms)
     scores[~mw.trained(model, arms)] = np.inf
     return prop.argmax_split(scores[None, :])[0]
 
 
 def _epsilon_greedy(
-    model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: np.random.Generator
+    model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: Draws
 ) -> np.ndarray:
     scores = _optimistic(mw.means(model, arms)[None, :], mw.trained(model, arms))
     return prop.epsilon_greedy(scores, model.params["epsilon"])[0]
 
 
-def _softmax(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _softmax(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: Draws) -> np.ndarray:
     scores = _optimistic(mw.means(model, arms)[None, :], mw.trained(model, arms))
     return prop.softmax(scores, model.params["tau"])[0]
 
 
-def _lin_ucb(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _lin_ucb(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: Draws) -> np.ndarray:
     assert x is not None
     # The ridge prior's bound alpha * |x| / sqrt(l2_lambda) only beats trained arms when alpha is
     # large against the reward scale; an infinite bound explores a new arm at any alpha, as in UCB1.
@@ -110,19 +113,19 @@ def _lin_ucb(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng:
 
 
 def _lin_greedy(
-    model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: np.random.Generator
+    model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: Draws
 ) -> np.ndarray:
     assert x is not None
     scores = _optimistic(mw.linear_scores(model, arms, x), mw.trained(model, arms))
     return prop.epsilon_greedy(scores, model.params["epsilon"])
 
 
-def _lin_ts(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _lin_ts(model: mw._Model, arms: tuple[str, ...], x: np.ndarray | None, rng: Draws) -> np.ndarray:
     assert x is not None
     # Send lists repeat contexts; estimate each distinct context once.
     unique, inverse = np.unique(x, axis=0, return_inverse=True)
     mean, sd = mw.linear_ts_posterior(model, arms, unique)
-    p = prop.normal_argmax(mean, sd, rng)
+    p = prop.normal_argmax(mean, sd, rng())
     p = prop.symmetrise(p, mw.linear_groups(model, arms))
     return p[inverse.ravel()]
 

@@ -17,6 +17,7 @@ is therefore unused and not part of the state.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,24 +154,20 @@ def ucb(model: _Model, arms: Sequence[str]) -> np.ndarray:
 
 def linear_means(model: _Model, arms: Sequence[str], x: np.ndarray) -> np.ndarray:
     """Ridge estimate x'beta of the mean reward per context and arm, shape (n, K)."""
-    return np.column_stack([x @ model.imp.arm_to_model[arm].beta for arm in arms])
+    return x @ _stacked(model, arms)[0].T
 
 
 def linear_scores(model: _Model, arms: Sequence[str], x: np.ndarray) -> np.ndarray:
     """The linear policy's deterministic score per context and arm, shape (n, K).
 
     LinUCB: x'beta + alpha * sqrt(x' A^-1 x), MABWiser's ``_LinUCB.predict``
-    formula evaluated here without its per-call overhead and random draws;
-    LinGreedy and LinTS: the ridge estimate x'beta.
+    formula evaluated here for all arms at once, without its per-call overhead
+    and random draws; LinGreedy and LinTS: the ridge estimate x'beta.
     """
     if model.name != "lin_ucb":
         return linear_means(model, arms, x)
-    alpha = model.imp.alpha
-    out = np.empty((len(x), len(arms)))
-    for j, arm in enumerate(arms):
-        reg = model.imp.arm_to_model[arm]
-        out[:, j] = np.dot(x, reg.beta) + alpha * np.sqrt(_quadratic(x, reg.A_inv))
-    return out
+    mean, quadratic = _linear_terms(model, arms, x)
+    return mean + model.imp.alpha * np.sqrt(quadratic)
 
 
 def linear_ts_posterior(model: _Model, arms: Sequence[str], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -179,20 +176,38 @@ def linear_ts_posterior(model: _Model, arms: Sequence[str], x: np.ndarray) -> tu
     MABWiser draws beta~ ~ N(beta, alpha^2 A^-1) per arm, so x'beta~ is normal with
     mean x'beta and variance alpha^2 x'A^-1 x, independently across arms.
     """
-    imp = model.imp
-    alpha = model.params["alpha"]
-    mean = np.empty((len(x), len(arms)))
-    sd = np.empty((len(x), len(arms)))
-    for j, arm in enumerate(arms):
-        reg = imp.arm_to_model[arm]
-        mean[:, j] = x @ reg.beta
-        sd[:, j] = alpha * np.sqrt(np.maximum(_quadratic(x, reg.A_inv), 0.0))
-    return mean, sd
+    mean, quadratic = _linear_terms(model, arms, x)
+    return mean, model.params["alpha"] * np.sqrt(np.maximum(quadratic, 0.0))
 
 
-def _quadratic(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Row-wise quadratic form x_i' M x_i, as MABWiser computes it: sum((x M) * x) per row."""
-    return np.einsum("ij,ij->i", x @ m, x)
+# Stacked per-arm ridge parameters of each MABWiser object, built on first use: a _Model never
+# changes once built, so they stay valid for as long as the object lives.
+_STACKS: weakref.WeakKeyDictionary[MAB, dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]]] = (
+    weakref.WeakKeyDictionary())
+_ROWS_AT_ONCE = 2048  # bounds the (K, rows, d) intermediate of the quadratic form
+
+
+def _stacked(model: _Model, arms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every arm's beta (K, d) and A^-1 (K, d, d), in the order of `arms`."""
+    key = tuple(arms)
+    stacks = _STACKS.setdefault(model.mab, {})
+    found = stacks.get(key)
+    if found is None:
+        regs = [model.imp.arm_to_model[arm] for arm in arms]
+        found = stacks[key] = (np.array([r.beta for r in regs]), np.array([r.A_inv for r in regs]))
+    return found
+
+
+def _linear_terms(model: _Model, arms: Sequence[str], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x'beta and the quadratic form x' A^-1 x (as MABWiser computes it: sum((x A^-1) * x)) per
+    context and arm, for all arms in one matrix product."""
+    betas, a_inv = _stacked(model, arms)
+    mean = x @ betas.T
+    quadratic = np.empty_like(mean)
+    for start in range(0, len(x), _ROWS_AT_ONCE):
+        rows = x[start : start + _ROWS_AT_ONCE]
+        quadratic[start : start + len(rows)] = (np.matmul(rows, a_inv) * rows).sum(axis=2).T
+    return mean, quadratic
 
 
 def linear_groups(model: _Model, arms: Sequence[str]) -> np.ndarray:

@@ -109,10 +109,14 @@ class Encoder:
         contexts = _as_contexts(contexts)
         n = len(contexts)
         out = np.zeros((n, self.dim))
-        for j, feat in enumerate(self.numeric):
-            values = _numeric_column(contexts, feat.name, required=feat.required)
-            scaled = (values - feat.mean) / feat.std
-            out[:, j] = np.where(np.isnan(scaled), 0.0, scaled)
+        numeric = self._numeric_block(contexts)
+        if numeric is not None:
+            out[:, : len(self.numeric)] = numeric
+        else:  # some value needs a closer look: column by column, which names the first bad one
+            for j, feat in enumerate(self.numeric):
+                values = _numeric_column(contexts, feat.name, required=feat.required)
+                scaled = (values - feat.mean) / feat.std
+                out[:, j] = np.where(np.isnan(scaled), 0.0, scaled)
         offset = len(self.numeric)
         rows = np.arange(n)
         for feat in self.categorical:
@@ -121,6 +125,28 @@ class Encoder:
             out[rows[hit], offset + codes[hit]] = 1.0
             offset += len(feat.vocabulary)
         return out
+
+    def _numeric_block(self, contexts: list[Mapping[str, Any]]) -> np.ndarray | None:
+        """All numeric features scaled in one conversion (one call per decision instead of one per
+        feature); None when a value is not a plain finite number or a required one is missing."""
+        if not self.numeric:
+            return np.zeros((len(contexts), 0))
+        names = [f.name for f in self.numeric]
+        try:
+            values = np.array([[ctx.get(name) for name in names] for ctx in contexts], dtype=float)
+        except (TypeError, ValueError):
+            return None
+        if values.shape != (len(contexts), len(names)):
+            return None
+        missing = np.isnan(values)
+        if np.isinf(values).any() or any(f.required for f in self.numeric) and (
+                missing[:, [f.required for f in self.numeric]].any()):
+            return None
+        means = np.array([f.mean for f in self.numeric])
+        stds = np.array([f.std for f in self.numeric])
+        scaled = (values - means) / stds
+        scaled[missing] = 0.0
+        return scaled
 
     def to_state(self) -> dict[str, Any]:
         """Return the encoder as plain JSON data."""

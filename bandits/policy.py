@@ -187,10 +187,10 @@ class Policy:
         rows = self._rows(contexts, n)
         if self.contextual:
             x = self._design(contexts)  # type: ignore[arg-type]
-            p = _choice.choice_probabilities(self._model, self._arms, x, rows, self._mc_rng())
+            p = _choice.choice_probabilities(self._model, self._arms, x, rows, self._mc_rng)
         else:
             if self._vector is None:
-                self._vector = _choice.choice_probabilities(self._model, self._arms, None, 1, self._mc_rng())[0]
+                self._vector = _choice.choice_probabilities(self._model, self._arms, None, 1, self._mc_rng)[0]
             p = np.broadcast_to(self._vector, (rows, len(self._arms)))
         return prop.with_floor(p, self._spec.exploration_floor)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
-import uuid
 from typing import Any
 
-from flask import Request, Response, g, jsonify, redirect, request
+from flask import Flask, Request, Response, g, jsonify, redirect, request
 from flask.json.provider import DefaultJSONProvider
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_openapi3 import Info, OpenAPI
 
 from . import config as config_module
@@ -34,7 +35,11 @@ class ApiRequest(Request):
 
 
 class StrictJSONProvider(DefaultJSONProvider):
-    """Standard JSON only: NaN and Infinity are refused on input and never produced."""
+    """Standard JSON only: NaN and Infinity are refused on input and never produced. Keys keep the
+    order they are built in (as the API documents them), which also spares sorting the keys of a
+    100,000-decision batch answer."""
+
+    sort_keys = False
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         kwargs.setdefault("parse_constant", _reject_constant)
@@ -46,6 +51,16 @@ class StrictJSONProvider(DefaultJSONProvider):
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         kwargs.setdefault("allow_nan", False)
         return super().dumps(obj, **kwargs)
+
+
+class DashboardSessionInterface(SecureCookieSessionInterface):
+    """Only the dashboard signs in with a cookie; API calls carry a key, so they skip the cookie's
+    signing serializer (a noticeable share of a single decision's time)."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if not request.path.startswith("/dashboard"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def _depth(value: Any, limit: int, refuse_nul: bool = True) -> int:
@@ -84,6 +99,7 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
     )
     app.json = StrictJSONProvider(app)
     app.request_class = ApiRequest
+    app.session_interface = DashboardSessionInterface()
     app.config.update(settings)
     app.config["MAX_CONTENT_LENGTH"] = int(settings["NEXTBEST_MAX_BODY_BYTES"])
     app.config["SECRET_KEY"] = settings["NEXTBEST_SECRET_KEY"] or secrets.token_hex(32)
@@ -136,23 +152,25 @@ def _register_request_hooks(app: OpenAPI) -> None:
 
     @app.before_request
     def _before() -> Response | None:
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        endpoint = req.endpoint
+        g.request_id = req.headers.get("X-Request-Id") or os.urandom(16).hex()
         # One decision is one INSERT (or one counter upsert): atomic on its own, no transaction needed.
-        g.single_write = request.endpoint == "decisions.assign"
-        if not _migrated(app) and request.endpoint not in _UNGUARDED:
+        g.single_write = endpoint == "decisions.assign"
+        if not _migrated(app) and endpoint not in _UNGUARDED:
             raise errors.ApiError(
                 503, "the database is not at the latest migration; run `nextbest db upgrade`",
                 code="database_not_migrated", headers={"Retry-After": "30"},
             )
-        required = scopes.get(request.endpoint or "")
+        required = scopes.get(endpoint or "")
         if required is not None:
-            caller = check_request(db_module.session(), required)
+            caller = check_request(db_module.session, required)
             observability.check_rate_limit(caller.key_id)
-        if request.method in ("POST", "PUT", "PATCH") and request.is_json and request.content_length != 0:
-            body = request.get_json(silent=False)  # malformed JSON -> 400 in the error shape
+        if req.method in ("POST", "PUT", "PATCH") and req.is_json and req.content_length != 0:
+            body = req.get_json(silent=False)  # malformed JSON -> 400 in the error shape
             # Events are judged one by one (flat objects of text and numbers, NUL refused per event), so
             # the envelope needs no walk; everything else is checked for depth and NUL text here.
-            if request.endpoint != "events.send_events" and _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
+            if endpoint != "events.send_events" and _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
                 raise errors.ApiError(400, f"JSON nested deeper than {_MAX_JSON_DEPTH} levels")
         return None
 
@@ -191,7 +209,7 @@ def _register_openapi_routes(app: OpenAPI) -> None:
     @app.get("/metrics", doc_ui=False)
     def metrics() -> Response:
         """Prometheus metrics of every worker (admin key)."""
-        check_request(db_module.session(), "admin")
+        check_request(db_module.session, "admin")
         return observability.metrics_response()
 
     @app.get("/docs", doc_ui=False)

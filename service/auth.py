@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,16 +65,16 @@ def revoke_key(session: Session, ident: str) -> int:
     return result.rowcount or 0
 
 
-def authenticate(session: Session, token: str, cache: Any = None) -> Caller | None:
-    """The caller for a presented token, or None: one indexed lookup, or a hit in the worker's key cache,
-    which every revocation empties at once (service/keycache.py)."""
+def authenticate(open_session: Callable[[], Session], token: str, cache: Any = None) -> Caller | None:
+    """The caller for a presented token, or None: a hit in the worker's key cache, which every
+    revocation empties at once (service/keycache.py), or one indexed lookup through `open_session`."""
     cached = cache.get(token) if cache is not None else None
     if cached is not None:
         return cached
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "nb" or not parts[1] or len(parts[1]) > 32:
         return None
-    row = session.execute(
+    row = open_session().execute(
         select(ApiKey.id, ApiKey.name, ApiKey.scope, ApiKey.secret_hash, ApiKey.revoked_at).where(
             ApiKey.prefix == parts[1]
         )
@@ -95,7 +96,7 @@ def allows(caller_scope: str, required: str) -> bool:
     )
 
 
-def check_request(session: Session, required: str) -> Caller:
+def check_request(open_session: Callable[[], Session], required: str) -> Caller:
     """Authenticate the current request and enforce `required`; raise 401/403 in the one error shape."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -103,7 +104,7 @@ def check_request(session: Session, required: str) -> Caller:
         raise ApiError(401, "missing bearer key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
     from flask import current_app
 
-    caller = authenticate(session, token.strip(), current_app.extensions.get("nextbest.keycache"))
+    caller = authenticate(open_session, token.strip(), current_app.extensions.get("nextbest.keycache"))
     if caller is None:
         raise ApiError(401, "invalid or revoked key", headers={"WWW-Authenticate": "Bearer"})
     if not allows(caller.scope, required):

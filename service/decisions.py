@@ -15,6 +15,8 @@ What a channel gets in each experiment state (it can always render something):
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +32,7 @@ from experiments.spec import BanditAllocation
 
 from .bulk import bulk_write
 from .clock import iso_utc, utcnow
+from .db import Database, DriverStatement
 from .errors import ApiError
 from .ids import new_ids
 from .models import Assignment
@@ -153,13 +156,26 @@ def _split_without(shares: Mapping[str, float], excluded: frozenset[str], positi
     return arm, splitter.shares[arm]
 
 
+_RNG = threading.local()
+
+
+def _thread_rng() -> np.random.Generator:
+    """This thread's generator for drawing decisions, seeded from the OS once per thread and process
+    (seeding one per request cost more than a LinUCB decision; a forked worker never reuses its
+    parent's stream)."""
+    held = getattr(_RNG, "held", None)
+    if held is None or held[0] != os.getpid():
+        held = _RNG.held = (os.getpid(), np.random.default_rng())
+    return held[1]
+
+
 def _decide_bandit(runtime: ExperimentRuntime, requests: Sequence[Request], contexts: list[dict[str, Any]],
                    live: list[int], outcomes: list[Outcome | None], excluded: Mapping[int, frozenset[str]]) -> None:
     allocation = runtime.spec.allocation
     assert isinstance(allocation, BanditAllocation)
     arms = runtime.enabled_arms
     policy_rows = []
-    rng = np.random.default_rng()
+    rng = _thread_rng()
     for i in live:
         allowed = [a for a in arms if a not in excluded.get(i, ())]
         if not allowed:
@@ -184,32 +200,30 @@ def _decide_bandit(runtime: ExperimentRuntime, requests: Sequence[Request], cont
             outcomes[i] = Outcome(requests[i].subject_id, decision.arm, float(decision.propensity))
 
 
-_GUARDED_INSERTS: dict[str, Any] = {}
+_GUARDED_INSERTS: dict[str, DriverStatement] = {}
 
 
-def _guarded_insert(dialect: str) -> Any:
-    """INSERT ... SELECT ... WHERE NOT EXISTS (suppression) RETURNING id, built once per dialect."""
-    if dialect not in _GUARDED_INSERTS:
-        table = Assignment.__table__
-        names = [c.key for c in table.columns]
-        values = ", ".join(f"CAST(:{n} AS json)" if n in ("context", "notes") and dialect == "postgresql"
-                           else f":{n}" for n in names)
-        sql = (f"INSERT INTO assignments ({', '.join(names)}) SELECT {values} WHERE NOT EXISTS "
-               "(SELECT 1 FROM suppressions WHERE subject_id = :subject_id AND channel = :channel) RETURNING id")
-        _GUARDED_INSERTS[dialect] = text(sql).bindparams(
-            *[bindparam(c.key, type_=c.type) for c in table.columns])
-    return _GUARDED_INSERTS[dialect]
+def _guarded_insert(dialect: Any) -> DriverStatement:
+    """INSERT ... SELECT ... WHERE NOT EXISTS (suppression) RETURNING id, compiled once per dialect."""
+    if dialect.name not in _GUARDED_INSERTS:
+        columns = list(Assignment.__table__.columns)
+        names = [c.key for c in columns]
+        sql = (f"INSERT INTO assignments ({', '.join(names)}) SELECT {', '.join(f':{n}' for n in names)} "
+               "WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE subject_id = :subject_id AND channel = :channel) "
+               "RETURNING id")
+        statement = text(sql).bindparams(*[bindparam(c.key, type_=c.type) for c in columns])
+        _GUARDED_INSERTS[dialect.name] = DriverStatement(statement, dialect, {c.key: c.type for c in columns})
+    return _GUARDED_INSERTS[dialect.name]
 
 
-def store_unless_unsubscribed(session: Session, outcome: Outcome) -> Outcome:
-    """Store one decision in the same statement that checks the channel suppression (one round trip);
-    a suppressed subject gets the no-offer answer instead."""
+def store_one(database: Database, outcome: Outcome) -> Outcome:
+    """Store one decision in the same statement that checks the channel suppression: one round trip,
+    no transaction, straight on the driver. A subject who left the channel gets the no-offer answer."""
     row = outcome.row
-    if row is None or not row["channel"]:
-        store(session, [outcome])
+    if row is None:
         return outcome
-    params = {c.key: row.get(c.key) for c in Assignment.__table__.columns}
-    stored = session.execute(_guarded_insert(session.get_bind().dialect.name), params).first()
+    with database.driver_connection() as connection:
+        stored = _guarded_insert(database.engine.dialect).fetch_one(connection, row)
     if stored is not None:
         return outcome
     return Outcome(outcome.subject_id, None, None, reason="unsubscribed", no_offer=True)

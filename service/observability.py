@@ -94,21 +94,36 @@ def init_app(app: Flask) -> None:
     def _start_timer() -> None:
         g.started = time.perf_counter()
 
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _metrics_for(endpoint: str, method: str, status: int) -> tuple[Any, Any]:
+        """The counter and histogram children of one label set, looked up once per worker."""
+        key = (endpoint, method, status)
+        found = children.get(key)
+        if found is None:
+            found = children[key] = (REQUESTS.labels(endpoint, method, str(status)), LATENCY.labels(endpoint))
+        return found
+
     @app.after_request
     def _record(response: Response) -> Response:
-        endpoint = request.endpoint or "unmatched"
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        endpoint = req.endpoint or "unmatched"
+        status = response.status_code
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        LATENCY.labels(endpoint).observe(elapsed)
-        if response.status_code >= 500:
+        counter, histogram = _metrics_for(endpoint, req.method, status)
+        counter.inc()
+        histogram.observe(elapsed)
+        if status >= 500:
             ERRORS.inc()
-        if access_log:
+        if access_log and log.isEnabledFor(logging.INFO):
             caller = g.get("caller")
-            log.info("request", extra={
-                "request_id": g.get("request_id"), "method": request.method, "path": request.path,
-                "status": response.status_code, "ms": round(elapsed * 1000, 2),
+            # makeRecord + handle: the same record log.info would make, without its search of the
+            # call stack for a source line the JSON line never shows.
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "request", None, None, extra={
+                "request_id": g.get("request_id"), "method": req.method, "path": req.path,
+                "status": status, "ms": round(elapsed * 1000, 2),
                 "key_name": caller.name if caller is not None else None, "endpoint": endpoint,
-            })
+            }))
         return response
 
 

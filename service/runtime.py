@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,11 +105,14 @@ class RuntimeCache:
         self._entries: dict[str, ExperimentRuntime] = {}
         self._lock = threading.Lock()
 
-    def get(self, session: Session, key: str) -> ExperimentRuntime:
+    def get(self, open_session: Callable[[], Session], key: str) -> ExperimentRuntime:
+        """The runtime for `key`; the database is asked (through `open_session`) only when the
+        entry is missing or older than the refresh interval."""
         entry = self._entries.get(key)
         now = time.monotonic()
         if entry is not None and now - entry.checked_at < self.refresh_seconds:
             return entry
+        session = open_session()
         row = session.execute(
             select(Experiment.id, Experiment.revision).where(Experiment.key == key)
         ).first()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -34,18 +35,21 @@ def runtime_cache() -> RuntimeCache:
 @requires("decisions", "channel")
 def assign(body: AssignRequest) -> Response:
     """Decide one subject's arm; the decision is stored before the answer is sent."""
-    session = db.session()
-    runtime = runtime_cache().get(session, body.experiment)
-    requests = with_profile_features(session, runtime, [core.Request(body.subject_id, body.context, body.channel)])
+    runtime = runtime_cache().get(db.session, body.experiment)
+    requests = with_profile_features(db.session, runtime, [core.Request(body.subject_id, body.context, body.channel)])
     if contact.policies_for(runtime):
+        session = db.session()
         suppressed = contact_verdicts(session, runtime, requests)
         (outcome,) = core.decide(runtime, requests, suppressed)
         core.store(session, [outcome])
-    else:  # only an unsubscribe can refuse: checked inside the insert itself
+        _count_refusals(session, runtime, [outcome])
+        session.commit()
+    else:  # only an unsubscribe can refuse: checked inside the insert itself, one round trip
         (outcome,) = core.decide(runtime, requests, {})
-        outcome = core.store_unless_unsubscribed(session, outcome)
-    _count_refusals(session, runtime, [outcome])
-    session.commit()
+        outcome = core.store_one(db.get_db(), outcome)
+        if outcome.no_offer:
+            _count_refusals(db.session(), runtime, [outcome])
+            db.session().commit()
     return jsonify(core.to_json(runtime, outcome))
 
 
@@ -57,9 +61,9 @@ def assign_batch(body: BatchAssignRequest) -> Response:
     if len(body.subjects) > limit:
         raise ApiError(413, f"a batch may hold at most {limit} subjects, got {len(body.subjects)}")
     session = db.session()
-    runtime = runtime_cache().get(session, body.experiment)
+    runtime = runtime_cache().get(db.session, body.experiment)
     requests = with_profile_features(
-        session, runtime, [core.Request(s.subject_id, s.context, body.channel) for s in body.subjects])
+        db.session, runtime, [core.Request(s.subject_id, s.context, body.channel) for s in body.subjects])
     suppressed = contact_verdicts(session, runtime, requests)
     outcomes = core.decide(runtime, requests, suppressed)
     core.store(session, outcomes)
@@ -69,7 +73,7 @@ def assign_batch(body: BatchAssignRequest) -> Response:
                    suppressed=sum(1 for o in outcomes if o.no_offer))
 
 
-def with_profile_features(session: Session, runtime: ExperimentRuntime,
+def with_profile_features(open_session: Callable[[], Session], runtime: ExperimentRuntime,
                           requests: list[core.Request]) -> list[core.Request]:
     """Fill features the experiment sources from the profile; the values used go into the decision's notes."""
     allocation = runtime.spec.allocation
@@ -78,7 +82,7 @@ def with_profile_features(session: Session, runtime: ExperimentRuntime,
         return requests
     from ..profiles import profile_features
 
-    values = profile_features(session, names, sorted({r.subject_id for r in requests}))
+    values = profile_features(open_session(), names, sorted({r.subject_id for r in requests}))
     return [
         core.Request(r.subject_id, {**values[r.subject_id], **(r.context or {})}, r.channel,
                      {"profile_features": values[r.subject_id]})

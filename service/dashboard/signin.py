@@ -50,7 +50,7 @@ def _fingerprint(secret_hash: str) -> str:
 
 def sign_in(db: Session, token: str) -> Analyst:
     """Check a presented key and start a fresh session for it; raise SignInRefused otherwise."""
-    caller = authenticate(db, token.strip()) if token.strip() else None
+    caller = authenticate(lambda: db, token.strip()) if token.strip() else None
     if caller is None:
         raise SignInRefused("That key is not valid or has been revoked.", 401)
     if caller.scope not in DASHBOARD_SCOPES:

@@ -138,3 +138,21 @@ def test_state_for_other_features_is_refused() -> None:
 
     with pytest.raises(ValueError, match="retrain"):
         Encoder.from_state(FEATURES[:2], state)
+
+
+def test_whole_block_and_column_by_column_encodings_agree() -> None:
+    # One decision's numerics are converted in one go; values that need a closer look (text that
+    # is a number, booleans, missing optional values, a bad value) take the per-feature path.
+    enc = Encoder.cold(FEATURES).fit(TRAIN)
+    plain = [{"recency": 2, "spend": 15.5, "channel": "web"}, {"recency": 6, "spend": None, "channel": "sms"}]
+    mixed = [{"recency": "2", "spend": True, "channel": "web"}, {"recency": 6.0, "channel": "email"}]
+
+    for contexts in (plain, mixed):
+        by_column = np.column_stack([
+            np.nan_to_num((np.array([c.get(f.name) for c in contexts], dtype=float) - f.mean) / f.std, nan=0.0)
+            for f in enc.numeric])
+        np.testing.assert_allclose(enc.encode(contexts)[:, :2], by_column)
+    with pytest.raises(ValueError, match="'recency' must be a number, got 'soon' in context 1"):
+        enc.encode([{"recency": 1}, {"recency": "soon"}])
+    with pytest.raises(ValueError, match="'recency' is required but missing in context 0"):
+        enc.encode([{"spend": 1.0}])

@@ -112,3 +112,49 @@ def test_bad_requests(app: Any, api: Any) -> None:
                         json={"experiment": "spring-email", "subjects": [{"subject_id": str(i)} for i in range(6)]})
     assert too_many.status_code == 413
     assert count_assignments(app) == 0
+
+
+def test_single_decision_row_holds_what_the_orm_would_write(app: Any, api: Any) -> None:
+    # One decision is written straight on the driver; its bind processing must match the ORM's.
+    from datetime import datetime, timedelta, timezone
+
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    before = datetime.now(timezone.utc)
+    decision = api.assign("spring-email", "c-time", context={"recency": 2.5, "channel_pref": "sms"})
+    row = stored(app, decision["assignment_id"])
+    assert row is not None
+    assert before - timedelta(seconds=1) <= row.created_at <= datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert row.created_at.tzinfo is not None and row.holdout is False and row.source == "live"
+    assert row.propensity == 1 / 3 and row.covariate is None and row.notes is None
+
+
+def test_a_dropped_database_connection_is_a_503_then_served_again(app: Any, api: Any, database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        import pytest
+
+        pytest.skip("server-side connection termination: PostgreSQL only")
+    from sqlalchemy import text
+
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    api.assign("spring-email", "warm-up")
+    database = db_module.get_db(app)
+    pool = database.autocommit_engine.pool
+    held = [database.autocommit_engine.raw_connection() for _ in range(max(1, pool.checkedin()))]
+    pids = [c.dbapi_connection.info.backend_pid for c in held]
+    for connection in held:
+        connection.close()
+    with database.engine.connect() as admin:  # the server drops this app's idle decision connections
+        admin.execute(text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"),
+                      {"pids": pids})
+    body = {"experiment": "spring-email", "channel": "email"}
+    answers = [api.call("POST", "/v1/assign", scope="channel", json={**body, "subject_id": f"after-{i}"})
+               for i in range(len(pids) + 1)]
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+    assert statuses[-1] == 200, statuses
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.get_json()["error"]["code"] == "database_unavailable"
+            assert answer.headers["Retry-After"]
+        else:
+            assert stored(app, answer.get_json()["assignment_id"]) is not None
