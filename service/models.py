@@ -131,7 +131,9 @@ class Assignment(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    # No foreign key: checking it cost every logged decision a lookup and a lock on its experiment,
+    # and experiments are never deleted (alembic 0009).
+    experiment_id: Mapped[int] = mapped_column(Integer)
     arm_key: Mapped[str] = mapped_column(String(64))
     subject_id: Mapped[str] = mapped_column(String(200))
     propensity: Mapped[float] = mapped_column(Float)
@@ -159,7 +161,7 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(200), unique=True)
-    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    experiment_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key, as for assignments
     assignment_id: Mapped[str | None] = mapped_column(String(32))
     subject_id: Mapped[str | None] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(64))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -66,11 +68,36 @@ def assign_batch(body: BatchAssignRequest) -> Response:
         db.session, runtime, [core.Request(s.subject_id, s.context, body.channel) for s in body.subjects])
     suppressed = contact_verdicts(session, runtime, requests)
     outcomes = core.decide(runtime, requests, suppressed)
-    core.store(session, outcomes)
+    # The database ingests the rows while this thread writes the answer; it is sent only after the
+    # write has committed, so every assignment_id in it exists.
+    with _in_background(core.store, session, outcomes):
+        answer = current_app.json.dumps({
+            "experiment": runtime.key, "assignments": [core.to_json(runtime, o) for o in outcomes],
+            "suppressed": sum(1 for o in outcomes if o.no_offer)}, separators=(",", ":"))
     _count_refusals(session, runtime, outcomes)
     session.commit()
-    return jsonify(experiment=runtime.key, assignments=[core.to_json(runtime, o) for o in outcomes],
-                   suppressed=sum(1 for o in outcomes if o.no_offer))
+    return current_app.response_class(answer, mimetype="application/json")
+
+
+@contextmanager
+def _in_background(work: Callable[..., Any], *args: Any) -> Iterator[None]:
+    """Run `work(*args)` in a thread while the block runs; leaving waits for it and raises its error."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work(*args)
+        except BaseException as exc:  # handed to the request's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="nextbest-batch-write", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]
 
 
 def with_profile_features(open_session: Callable[[], Session], runtime: ExperimentRuntime,

@@ -158,3 +158,19 @@ def test_a_dropped_database_connection_is_a_503_then_served_again(app: Any, api:
             assert answer.headers["Retry-After"]
         else:
             assert stored(app, answer.get_json()["assignment_id"]) is not None
+
+
+def test_a_failed_background_write_fails_the_batch_after_the_answer_is_built() -> None:
+    import pytest
+
+    from service.api.decisions import _in_background
+
+    built = []
+
+    def write() -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        with _in_background(write):
+            built.append("answer")
+    assert built == ["answer"]  # the block ran; its answer is never sent
