@@ -50,13 +50,18 @@ def _text(raw: Mapping[str, Any], name: str, limit: int = MAX_ID_LENGTH, require
         if required:
             raise ValueError(f"{name} is required")
         return None
+    return _checked_text(value, name, limit)
+
+
+def _checked_text(value: Any, name: str, limit: int) -> str:
+    # The common case in one test; any failure falls through to the checks that name the rule.
+    if isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value and not value.isspace():
+        return value
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-empty string")
     if len(value) > limit:
         raise ValueError(f"{name} is longer than {limit} characters")
-    if "\x00" in value:
-        raise ValueError(f"{name} may not contain NUL (U+0000) characters")
-    return value
+    raise ValueError(f"{name} may not contain NUL (U+0000) characters")
 
 
 def parse_timestamp(value: Any, name: str = "occurred_at") -> datetime:
@@ -76,20 +81,39 @@ _FIELDS = frozenset({"event_id", "type", "assignment_id", "experiment", "subject
                      "channel"})
 
 
-def parse_event(raw: Any) -> IncomingEvent:
-    """One event from its JSON form; ValueError with the reason when it is not acceptable."""
-    if not isinstance(raw, Mapping):
+def parse_event(raw: Any, timestamps: dict[str, datetime] | None = None) -> IncomingEvent:
+    """One event from its JSON form; ValueError with the reason when it is not acceptable.
+
+    `timestamps` remembers parsed occurred_at texts across the events of one batch, where
+    many events usually share a timestamp: each distinct text is parsed once.
+    """
+    if raw.__class__ is not dict and not isinstance(raw, Mapping):
         raise ValueError("an event must be a JSON object")
-    unknown = sorted(set(raw) - _FIELDS)
-    if unknown:
+    if not _FIELDS.issuperset(raw):
+        unknown = sorted(set(raw) - _FIELDS)
         raise ValueError(f"unknown field {unknown[0]!r}")
+    # Checked in this order, so the reason given is the first rule broken; absent optional fields cost one get.
+    get = raw.get
     event_id = _text(raw, "event_id", required=True)
     event_type = _text(raw, "type", limit=64, required=True)
-    occurred_at = parse_timestamp(raw.get("occurred_at"))
-    assignment_id = _text(raw, "assignment_id", limit=32)  # ids are 32 characters
-    experiment = _text(raw, "experiment", limit=64)
-    subject_id = _text(raw, "subject_id")
-    channel = _text(raw, "channel", limit=64)
+    stamp = get("occurred_at")
+    occurred_at = timestamps.get(stamp) if timestamps is not None and isinstance(stamp, str) else None
+    if occurred_at is None:
+        occurred_at = parse_timestamp(stamp)
+        if timestamps is not None:
+            timestamps[stamp] = occurred_at
+    assignment_id = get("assignment_id")
+    if assignment_id is not None:
+        assignment_id = _checked_text(assignment_id, "assignment_id", 32)  # ids are 32 characters
+    experiment = get("experiment")
+    if experiment is not None:
+        experiment = _checked_text(experiment, "experiment", 64)
+    subject_id = get("subject_id")
+    if subject_id is not None:
+        subject_id = _checked_text(subject_id, "subject_id", MAX_ID_LENGTH)
+    channel = get("channel")
+    if channel is not None:
+        channel = _checked_text(channel, "channel", 64)
     value = raw.get("value")
     if value is not None:
         value = finite_float(value)
@@ -100,19 +124,24 @@ def parse_event(raw: Any) -> IncomingEvent:
         raise ValueError("an event needs assignment_id, or experiment and subject_id "
                          "(an unsubscribe may instead name subject_id and channel)")
     assert event_id is not None and event_type is not None
-    return IncomingEvent(event_id=event_id, type=event_type, occurred_at=occurred_at, assignment_id=assignment_id,
-                         experiment=experiment, subject_id=subject_id, value=value, channel=channel)
+    return IncomingEvent(event_id, event_type, occurred_at, assignment_id, experiment, subject_id, value, channel)
+
+
+def window_reason(decided_at: datetime, occurred_at: datetime, window: timedelta) -> str | None:
+    """Why an event at `occurred_at` falls outside the window of a decision made at `decided_at`; None inside it."""
+    if occurred_at < decided_at - CLOCK_SKEW:
+        return "before_decision"
+    if occurred_at > decided_at + window:
+        return "outside_attribution_window"
+    return None
 
 
 def attribute_to_decision(decision: DecisionRef | None, occurred_at: datetime, window: timedelta) -> Attribution:
     """An event that names its decision belongs to it only inside the attribution window."""
     if decision is None:
         return Attribution(None, "unknown_assignment")
-    if occurred_at < decision.created_at - CLOCK_SKEW:
-        return Attribution(None, "before_decision")
-    if occurred_at > decision.created_at + window:
-        return Attribution(None, "outside_attribution_window")
-    return Attribution(decision.assignment_id, None)
+    reason = window_reason(decision.created_at, occurred_at, window)
+    return Attribution(None, reason) if reason else Attribution(decision.assignment_id, None)
 
 
 def attribute_to_subject(decisions: Sequence[DecisionRef], occurred_at: datetime, window: timedelta) -> Attribution:

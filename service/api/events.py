@@ -25,6 +25,6 @@ def send_events(body: EventBatchIn) -> Response:
         raise ApiError(413, f"a batch may hold at most {limit} events, got {len(body.events)}")
     session = db.session()
     result = ingest(session, body.events)
-    suppress_unsubscribed(session, result.accepted_events, result.channels)
+    suppress_unsubscribed(session, result.unsubscribes, {})  # each names its channel
     session.commit()
     return jsonify(result.as_json())

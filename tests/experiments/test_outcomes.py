@@ -213,3 +213,46 @@ def test_simultaneous_decisions_resolve_the_same_way_every_time() -> None:
     decisions = [DecisionRef("a-2", DECIDED), DecisionRef("a-1", DECIDED)]
     assert attribute_to_subject(decisions, DECIDED, WINDOW) == Attribution("a-2", None)
     assert attribute_to_subject(decisions[::-1], DECIDED, WINDOW) == Attribution("a-2", None)
+
+
+# --- a batch's shared timestamp cache ---------------------------------------------
+
+@pytest.mark.parametrize("raw", [
+    event(),
+    event(occurred_at="2026-11-24T11:00:00+01:00"),
+    event(occurred_at="2026-11-24T10:00:00"),
+    event(occurred_at="yesterday"),
+    event(occurred_at=1732442400),
+    event(type=" "),
+    event(type="x" * 65),
+    event(channel="e\x00mail"),
+    event(subject_id=""),
+    event(experiment=7),
+    event(assignment_id="a" * 33),
+])
+def test_a_timestamp_cache_changes_no_answer(raw: dict[str, Any]) -> None:
+    def answer(timestamps: dict[str, datetime] | None) -> Any:
+        try:
+            return parse_event(raw, timestamps)
+        except ValueError as exc:
+            return str(exc)
+
+    cache: dict[str, datetime] = {}
+    assert answer(None) == answer(cache) == answer(cache)  # the second use of the cache reads it
+    assert all(isinstance(v, datetime) for v in cache.values())  # refused texts are never remembered
+
+
+def test_events_sharing_a_timestamp_text_share_one_parse() -> None:
+    cache: dict[str, datetime] = {}
+    first, second = parse_event(event(event_id="e-1"), cache), parse_event(event(event_id="e-2"), cache)
+    assert first.occurred_at is second.occurred_at and list(cache) == ["2026-11-24T10:00:00Z"]
+
+
+def test_text_fields_name_the_rule_they_break() -> None:
+    assert refused(event(type="   ")) == "type must be a non-empty string"
+    assert refused(event(type=5)) == "type must be a non-empty string"
+    assert refused(event(type="x" * 65)) == "type is longer than 64 characters"
+    assert refused(event(type="cl\x00ick")) == "type may not contain NUL (U+0000) characters"
+    assert refused(event(channel="")) == "channel must be a non-empty string"
+    assert refused(event(subject_id="s\x00")) == "subject_id may not contain NUL (U+0000) characters"
+    assert refused(event(assignment_id="a" * 33)) == "assignment_id is longer than 32 characters"

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text, update
 
 from service import create_app
 from service import db as db_module
-from service.models import Assignment, AuditEntry, DecisionOutcome, Event
+from service.models import Assignment, AuditEntry, DecisionCustomOutcome, DecisionOutcome, Event
 from tests.conftest import spring_email
 
 NOW = datetime.now(timezone.utc)
@@ -233,3 +233,88 @@ def test_erasure_removes_every_row_of_the_subject(app: Any, running: Any) -> Non
         audit_rows = conn.execute(select(AuditEntry.details).where(AuditEntry.action == "erase_subject")).fetchall()
     assert len(audit_rows) == 1 and "leaver" not in repr(audit_rows)
     assert count(app, Assignment) == 1 and summary(app, keep["assignment_id"]) is not None
+
+
+def custom_count(app: Any, assignment_id: str, event_type: str) -> DecisionCustomOutcome | None:
+    with db_module.get_db(app).session() as session:
+        return session.get(DecisionCustomOutcome, (assignment_id, event_type))
+
+
+def test_summaries_add_exactly_the_stored_attributed_events(app: Any, running: Any) -> None:
+    decision = running.assign("spring-email", "c-1")
+    aid = decision["assignment_id"]
+    created = NOW - timedelta(minutes=50)  # the window (one hour) covers the last 50 minutes and 10 more
+    backdate(app, aid, created)
+    late, early = NOW - timedelta(minutes=40), NOW - timedelta(minutes=45)
+    first = running.send_events([
+        {"event_id": "o1", "type": "open", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "k1", "type": "click", "assignment_id": aid, "value": 5, "occurred_at": iso(NOW)},
+        {"event_id": "c1", "type": "conversion", "assignment_id": aid, "value": 10, "occurred_at": iso(late)},
+        {"event_id": "u1", "type": "coupon_used", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "u2", "type": "coupon_used", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "old", "type": "open", "assignment_id": aid, "occurred_at": iso(NOW - timedelta(hours=2))},
+    ])
+    assert (first["accepted"], first["duplicates"], first["rejected"]) == (6, 0, 0)
+    row = summary(app, aid)
+    assert row is not None
+    assert (row.opens, row.clicks, row.conversions, row.unsubscribes, row.custom) == (1, 1, 1, 0, 2)
+    assert row.revenue == pytest.approx(10.0)  # a click's value is stored, not summed
+    assert row.first_reward_at == datetime.fromisoformat(iso(late))
+    assert row.arm_key == decision["arm"] and row.day == created.date() and row.reward_received_at is not None
+    first_received = row.reward_received_at
+    assert custom_count(app, aid, "coupon_used").count == 2  # type: ignore[union-attr]
+
+    second = running.send_events([
+        {"event_id": "c1", "type": "conversion", "assignment_id": aid, "value": 10, "occurred_at": iso(late)},
+        {"event_id": "c2", "type": "conversion", "assignment_id": aid, "value": 20, "occurred_at": iso(early)},
+        {"event_id": "u3", "type": "coupon_used", "assignment_id": aid, "occurred_at": iso(NOW)},
+    ])
+    assert (second["accepted"], second["duplicates"]) == (2, 1)
+    row = summary(app, aid)
+    assert row is not None
+    assert (row.opens, row.clicks, row.conversions, row.custom) == (1, 1, 2, 3)
+    assert row.revenue == pytest.approx(30.0)
+    assert row.first_reward_at == datetime.fromisoformat(iso(early))  # the earliest reward, whichever batch
+    assert row.reward_received_at == first_received  # when the reward first became known
+    assert custom_count(app, aid, "coupon_used").count == 3  # type: ignore[union-attr]
+    assert count(app, Event) == 8
+
+
+def test_each_experiment_rewards_its_own_event(app: Any, running: Any) -> None:
+    running.create_experiment(spring_email(key="autumn", contact_policy=None, reward={"event": "click"}), start=True)
+    spring = running.assign("spring-email", "c-1")["assignment_id"]
+    autumn = running.assign("autumn", "c-1")["assignment_id"]
+    running.send_events([
+        {"event_id": "s-click", "type": "click", "assignment_id": spring, "occurred_at": iso(NOW)},
+        {"event_id": "a-click", "type": "click", "assignment_id": autumn, "occurred_at": iso(NOW)},
+        {"event_id": "a-conv", "type": "conversion", "assignment_id": autumn, "value": 3, "occurred_at": iso(NOW)},
+    ])
+    spring_row, autumn_row = summary(app, spring), summary(app, autumn)
+    assert spring_row is not None and autumn_row is not None
+    assert spring_row.first_reward_at is None and spring_row.reward_received_at is None
+    assert autumn_row.first_reward_at == datetime.fromisoformat(iso(NOW)) and autumn_row.revenue == pytest.approx(3)
+
+
+def test_per_event_results_keep_their_shape(app: Any, running: Any) -> None:
+    aid = running.assign("spring-email", "c-1")["assignment_id"]
+    answer = running.send_events([
+        {"event_id": "a", "type": "click", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "a", "type": "click", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "b", "type": "click", "assignment_id": "0" * 32, "occurred_at": iso(NOW)},
+        {"event_id": "c", "type": "cl\x00ick", "assignment_id": aid, "occurred_at": iso(NOW)},
+        {"event_id": "d", "type": "click", "assignment_id": aid, "occurred_at": iso(NOW), "colour": "red"},
+    ])
+    assert answer == {"accepted": 2, "duplicates": 1, "rejected": 2, "results": [
+        {"event_id": "a", "status": "accepted", "attribution": "assignment"},
+        {"event_id": "a", "status": "duplicate"},
+        {"event_id": "b", "status": "accepted", "attribution": "unattributed", "reason": "unknown_assignment"},
+        {"event_id": "c", "status": "rejected", "reason": "type may not contain NUL (U+0000) characters"},
+        {"event_id": "d", "status": "rejected", "reason": "unknown field 'colour'"},
+    ]}
+    again = running.send_events([{"event_id": "a", "type": "click", "assignment_id": aid, "occurred_at": iso(NOW)}])
+    assert again["results"] == [{"event_id": "a", "status": "duplicate", "attribution": "assignment"}]
+    with db_module.get_db(app).session() as session:
+        stored = session.scalars(select(Event).order_by(Event.event_id)).all()
+        assert [(e.event_id, e.attribution, e.unattributed_reason, e.experiment_id is None) for e in stored] == [
+            ("a", "assignment", None, False), ("b", "unattributed", "unknown_assignment", True)]
+        assert stored[0].occurred_at == datetime.fromisoformat(iso(NOW)) and stored[0].received_at is not None
