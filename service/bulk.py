@@ -10,6 +10,7 @@ SQLAlchemy's executemany with the same conflict semantics.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -147,15 +148,20 @@ def _pg(session: Session, table: Any, columns: list[str], rows: Sequence[dict[st
 
 def _pg_copy(session: Session, table: Any, columns: list[str], rows: Sequence[dict[str, Any]]) -> None:
     """COPY the rows in: PostgreSQL's fastest way in for rows that cannot conflict."""
-    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    as_json = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    values = operator.itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
     raw = session.connection().connection.driver_connection
     col_list = ", ".join(f'"{c}"' for c in columns)
     with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({col_list}) FROM STDIN') as copy:
+        write = copy.write_row
         for row in rows:
-            copy.write_row([
-                (None if row[c] is None else json.dumps(row[c], allow_nan=False)) if c in json_columns else row[c]
-                for c in columns
-            ])
+            picked = values(row)
+            if as_json:
+                picked = list(picked)
+                for i in as_json:
+                    if picked[i] is not None:
+                        picked[i] = json.dumps(picked[i], allow_nan=False)
+            write(picked)
 
 
 def conflict_clause(columns: Sequence[str], conflict: Sequence[str], on_conflict: OnConflict, add: Sequence[str] = (),

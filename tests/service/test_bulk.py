@@ -78,3 +78,18 @@ def test_bulk_write_merges_as_before(app: Any, decisions: list[str]) -> None:
         row = session.get(DecisionOutcome, decisions[0])
         assert row is not None and (row.opens, row.revenue) == (2, 4.0)
         assert row.first_reward_at == MOMENT - timedelta(hours=1)
+
+
+def test_a_copied_batch_reads_back_as_the_orm_wrote_it(app: Any, api: Any) -> None:
+    # Past _COPY_FROM rows a bulk write is a COPY on PostgreSQL (executemany on SQLite).
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    subjects = [{"subject_id": f"copy-{i}", "context": {"recency": i, "channel_pref": "web"} if i % 2 else None}
+                for i in range(2500)]
+    answers = api.assign_batch("spring-email", subjects)
+    with db_module.get_db(app).session() as session:
+        rows = {r.id: r for r in session.scalars(select(Assignment).where(Assignment.subject_id.like("copy-%")))}
+    assert len(rows) == 2500
+    for subject, answer in zip(subjects, answers):
+        row = rows[answer["assignment_id"]]
+        assert (row.subject_id, row.arm_key, row.channel) == (subject["subject_id"], answer["arm"], "email")
+        assert row.context == subject["context"] and row.created_at.utcoffset() is not None
