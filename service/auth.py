@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from flask import g, request
+from flask import current_app, g, request
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
@@ -102,8 +102,6 @@ def check_request(open_session: Callable[[], Session], required: str) -> Caller:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing bearer key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
-    from flask import current_app
-
     caller = authenticate(open_session, token.strip(), current_app.extensions.get("nextbest.keycache"))
     if caller is None:
         raise ApiError(401, "invalid or revoked key", headers={"WWW-Authenticate": "Bearer"})

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -129,8 +129,6 @@ def init_app(app: Flask) -> None:
 
 def check_rate_limit(key_id: int) -> None:
     """Raise 429 with Retry-After when this key exceeded its rate in this worker."""
-    from flask import current_app
-
     limiter = current_app.extensions.get("nextbest.ratelimiter")
     if limiter is None:
         return
