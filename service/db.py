@@ -89,7 +89,8 @@ class Database:
     def driver_connection(self) -> Iterator[Any]:
         """A pooled DBAPI connection for a one-statement write on the hot path (autocommit on
         PostgreSQL, committed on leaving on SQLite). Driver errors leave as SQLAlchemy's DBAPIError,
-        so a lost database is answered 503 as everywhere else, and a dropped connection is discarded."""
+        so a lost database is answered 503 as everywhere else, and after a lost connection the pool
+        replaces all connections made before it (a restarted server dropped them all)."""
         engine = self.autocommit_engine if self.autocommit_sessionmaker is not self.sessionmaker else self.engine
         connection = engine.raw_connection()
         dbapi = engine.dialect.loaded_dbapi
@@ -98,8 +99,8 @@ class Database:
             connection.commit()
         except dbapi.Error as exc:
             lost = engine.dialect.is_disconnect(exc, connection.dbapi_connection, None)
-            if lost:
-                connection.invalidate(exc)
+            if lost:  # as SQLAlchemy does on a disconnect: every connection of that generation is replaced
+                engine.pool._invalidate(connection, exc)
             else:
                 connection.rollback()
             raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=lost) from exc
