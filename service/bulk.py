@@ -18,6 +18,8 @@ from sqlalchemy import Boolean, Date, DateTime, Float, Integer, String, Text, ca
 from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON, TypeDecorator
 
+from .db import session_driver
+
 OnConflict = Literal["error", "nothing", "merge"]
 _PAGE = 1000
 _COPY_FROM = 2000  # rows; below this one INSERT ... json_to_recordset is as quick
@@ -150,9 +152,9 @@ def _pg_copy(session: Session, table: Any, columns: list[str], rows: Sequence[di
     """COPY the rows in: PostgreSQL's fastest way in for rows that cannot conflict."""
     as_json = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
     values = operator.itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
-    raw = session.connection().connection.driver_connection
     col_list = ", ".join(f'"{c}"' for c in columns)
-    with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({col_list}) FROM STDIN') as copy:
+    with session_driver(session) as raw, raw.cursor() as cursor, \
+            cursor.copy(f'COPY "{table.name}" ({col_list}) FROM STDIN') as copy:
         write = copy.write_row
         for row in rows:
             picked = values(row)
@@ -260,7 +262,6 @@ def select_in(session: Session, columns: Sequence[Any], key: Any, values: Sequen
                       f"(SELECT json_array_elements_text(CAST(%s AS json)))"), json.dumps(list(values))
     else:
         sql, param = f'SELECT {names} FROM "{table}" WHERE "{key.name}" = ANY(%s)', list(values)
-    raw = session.connection().connection.driver_connection
-    with raw.cursor(binary=True) as cursor:
+    with session_driver(session) as raw, raw.cursor(binary=True) as cursor:
         cursor.execute(sql, [param])
         return cursor.fetchall()

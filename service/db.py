@@ -89,8 +89,7 @@ class Database:
     def driver_connection(self) -> Iterator[Any]:
         """A pooled DBAPI connection for a one-statement write on the hot path (autocommit on
         PostgreSQL, committed on leaving on SQLite). Driver errors leave as SQLAlchemy's DBAPIError,
-        so a lost database is answered 503 as everywhere else, and after a lost connection the pool
-        replaces all connections made before it (a restarted server dropped them all)."""
+        so a lost database is answered 503 as everywhere else."""
         engine = self.autocommit_engine if self.autocommit_sessionmaker is not self.sessionmaker else self.engine
         connection = engine.raw_connection()
         dbapi = engine.dialect.loaded_dbapi
@@ -98,12 +97,10 @@ class Database:
             yield connection
             connection.commit()
         except dbapi.Error as exc:
-            lost = engine.dialect.is_disconnect(exc, connection.dbapi_connection, None)
-            if lost:  # as SQLAlchemy does on a disconnect: every connection of that generation is replaced
-                engine.pool._invalidate(connection, exc)
-            else:
+            error = _driver_error(engine, connection, exc)
+            if not error.connection_invalidated:
                 connection.rollback()
-            raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=lost) from exc
+            raise error from exc
         finally:
             connection.close()
 
@@ -119,6 +116,30 @@ class Database:
         self.engine.dispose()
         if self.autocommit_sessionmaker is not self.sessionmaker:
             self.autocommit_engine.dispose()
+
+
+def _driver_error(engine: Engine, pooled: Any, exc: Exception) -> DBAPIError:
+    """A driver error as SQLAlchemy would raise it; after a lost connection the pool replaces every
+    connection made before it, as SQLAlchemy does on its own path (a restarted server dropped them all)."""
+    lost = engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+    if lost:
+        engine.pool._invalidate(pooled, exc)
+    return DBAPIError.instance(None, None, exc, engine.dialect.loaded_dbapi.Error, connection_invalidated=lost)
+
+
+@contextmanager
+def session_driver(session: Session) -> Iterator[Any]:
+    """The DBAPI connection under the session's, for bulk statements that skip SQLAlchemy's execution;
+    driver errors leave as SQLAlchemy's DBAPIError (a lost database is answered 503, not 500)."""
+    connection = session.connection()
+    pooled = connection.connection
+    try:
+        yield pooled.driver_connection
+    except connection.dialect.loaded_dbapi.Error as exc:
+        error = _driver_error(connection.engine, pooled, exc)
+        if error.connection_invalidated:
+            connection.invalidate(exc)
+        raise error from exc
 
 
 class DriverStatement:

@@ -37,6 +37,7 @@ from experiments.spec import BUILTIN_EVENTS
 
 from .bulk import bulk_write, column_recordset, conflict_clause, json_columns, json_rows, select_in
 from .clock import utcnow
+from .db import session_driver
 from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment
 
 _CHUNK = 900  # parameters per IN (...) list, under SQLite's limits
@@ -354,8 +355,7 @@ def _store_pg(session: Session, rows: list[dict[str, Any]], row_decisions: list[
     with_custom = any(row["type"] not in SUMMARY_COUNTERS for row in rows)
     params = {"columns": json_columns(rows, EVENT_COLUMNS), "decisions": facts, "rewards": rewards,
               "received_at": now, "updated_at": utcnow()}
-    raw = session.connection().connection.driver_connection
-    with raw.cursor(binary=True) as cursor:
+    with session_driver(session) as raw, raw.cursor(binary=True) as cursor:
         cursor.execute(_pg_store(with_custom), params)
         return {event_id for event_id, in cursor.fetchall()}
 

@@ -93,3 +93,23 @@ def test_a_copied_batch_reads_back_as_the_orm_wrote_it(app: Any, api: Any) -> No
         row = rows[answer["assignment_id"]]
         assert (row.subject_id, row.arm_key, row.channel) == (subject["subject_id"], answer["arm"], "email")
         assert row.context == subject["context"] and row.created_at.utcoffset() is not None
+
+
+def test_a_lost_connection_under_a_driver_statement_is_sqlalchemys_disconnect(app: Any, database_url: str) -> None:
+    # Statements run on the driver directly must fail like SQLAlchemy's own (answered 503, not 500),
+    # and leave the pool to replace the dropped connections.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("server-side connection termination: PostgreSQL only")
+    from sqlalchemy.exc import OperationalError
+
+    database = db_module.get_db(app)
+    with database.session() as session:
+        pid = session.connection().connection.driver_connection.info.backend_pid
+        with database.engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError) as raised:
+            select_in(session, (Assignment.id,), Assignment.id, ["x"])
+        assert raised.value.connection_invalidated
+        session.rollback()
+    with database.session() as session:  # a fresh connection serves the next caller
+        assert select_in(session, (Assignment.id,), Assignment.id, ["x"]) == []
