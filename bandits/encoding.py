@@ -139,8 +139,7 @@ class Encoder:
         if values.shape != (len(contexts), len(names)):
             return None
         missing = np.isnan(values)
-        if np.isinf(values).any() or any(f.required for f in self.numeric) and (
-                missing[:, [f.required for f in self.numeric]].any()):
+        if np.isinf(values).any() or missing[:, [f.required for f in self.numeric]].any():
             return None
         means = np.array([f.mean for f in self.numeric])
         stds = np.array([f.std for f in self.numeric])

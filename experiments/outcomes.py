@@ -50,10 +50,6 @@ def _text(raw: Mapping[str, Any], name: str, limit: int = MAX_ID_LENGTH, require
         if required:
             raise ValueError(f"{name} is required")
         return None
-    return _checked_text(value, name, limit)
-
-
-def _checked_text(value: Any, name: str, limit: int) -> str:
     # The common case in one test; any failure falls through to the checks that name the rule.
     if isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value and not value.isspace():
         return value
@@ -92,28 +88,19 @@ def parse_event(raw: Any, timestamps: dict[str, datetime] | None = None) -> Inco
     if not _FIELDS.issuperset(raw):
         unknown = sorted(set(raw) - _FIELDS)
         raise ValueError(f"unknown field {unknown[0]!r}")
-    # Checked in this order, so the reason given is the first rule broken; absent optional fields cost one get.
-    get = raw.get
+    # Checked in this order, so the reason given is the first rule broken.
     event_id = _text(raw, "event_id", required=True)
     event_type = _text(raw, "type", limit=64, required=True)
-    stamp = get("occurred_at")
+    stamp = raw.get("occurred_at")
     occurred_at = timestamps.get(stamp) if timestamps is not None and isinstance(stamp, str) else None
     if occurred_at is None:
         occurred_at = parse_timestamp(stamp)
         if timestamps is not None:
             timestamps[stamp] = occurred_at
-    assignment_id = get("assignment_id")
-    if assignment_id is not None:
-        assignment_id = _checked_text(assignment_id, "assignment_id", 32)  # ids are 32 characters
-    experiment = get("experiment")
-    if experiment is not None:
-        experiment = _checked_text(experiment, "experiment", 64)
-    subject_id = get("subject_id")
-    if subject_id is not None:
-        subject_id = _checked_text(subject_id, "subject_id", MAX_ID_LENGTH)
-    channel = get("channel")
-    if channel is not None:
-        channel = _checked_text(channel, "channel", 64)
+    assignment_id = _text(raw, "assignment_id", limit=32)  # ids are 32 characters
+    experiment = _text(raw, "experiment", limit=64)
+    subject_id = _text(raw, "subject_id")
+    channel = _text(raw, "channel", limit=64)
     value = raw.get("value")
     if value is not None:
         value = finite_float(value)

@@ -14,7 +14,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Boolean, Date, DateTime, Float, Integer, String, Text, case, text
+from sqlalchemy import Boolean, Date, DateTime, Float, Integer, String, Text, case, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON, TypeDecorator
 
@@ -104,14 +104,16 @@ def json_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return json.dumps(payload, default=_Isoformat(), allow_nan=False)
 
 
+def _recordset_type(column: Any) -> str:
+    """The PostgreSQL type a column's values take when read out of a JSON document."""
+    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    return "json" if isinstance(kind, JSON) else _pg_type(column)
+
+
 def recordset(table: Any, columns: Sequence[str], param: str = "rows") -> str:
     """`json_to_recordset(...) AS u(...)`: the JSON document bound to `:param` as rows of `columns`,
     typed like `table`'s columns, to SELECT from."""
-    definitions = []
-    for name in columns:
-        column = table.c[name]
-        kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
-        definitions.append(f'"{name}" {"json" if isinstance(kind, JSON) else _pg_type(column)}')
+    definitions = [f'"{name}" {_recordset_type(table.c[name])}' for name in columns]
     return f'json_to_recordset(CAST(:{param} AS json)) AS u({", ".join(definitions)})'
 
 
@@ -126,11 +128,10 @@ def column_recordset(table: Any, columns: Sequence[str], document: str, alias: s
     `%(columns)s`): the column arrays side by side (ROWS FROM), typed like `table`'s columns."""
     elements, casts = [], []
     for i, name in enumerate(columns):
-        column = table.c[name]
-        kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
-        function = "json_array_elements" if isinstance(kind, JSON) else "json_array_elements_text"
+        kind = _recordset_type(table.c[name])
+        function = "json_array_elements" if kind == "json" else "json_array_elements_text"
         elements.append(f"{function}(CAST({document} AS json) -> {i})")
-        casts.append(f'CAST(v.c{i} AS {"json" if isinstance(kind, JSON) else _pg_type(column)}) AS "{name}"')
+        casts.append(f'CAST(v.c{i} AS {kind}) AS "{name}"')
     names = ", ".join(f"c{i}" for i in range(len(columns)))
     return f'(SELECT {", ".join(casts)} FROM ROWS FROM ({", ".join(elements)}) AS v({names})) AS {alias}'
 
@@ -224,7 +225,7 @@ def _sqlite(session: Session, model: Any, table: Any, columns: list[str], rows: 
 def in_batches(session: Session, column: Any, values: Sequence[Any]) -> list[Any]:
     """`column IN values` as few statements as possible: one `= ANY(array)` on PostgreSQL, and
     lists of 900 on SQLite (its parameter limit). Returns one clause per statement to run."""
-    from sqlalchemy import any_, bindparam, cast, func, select
+    from sqlalchemy import any_, bindparam, cast, func
     from sqlalchemy.dialects.postgresql import ARRAY
     from sqlalchemy.dialects.postgresql import JSON as JSON_TYPE
 
@@ -246,8 +247,6 @@ def select_in(session: Session, columns: Sequence[Any], key: Any, values: Sequen
     rows, several milliseconds of CPU less). Timestamps come back aware, in the connection's time zone.
     SQLite: SQLAlchemy, `in_batches` lists of 900, the columns' own result types.
     """
-    from sqlalchemy import select
-
     if not values:
         return []
     if session.get_bind().dialect.name != "postgresql":

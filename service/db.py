@@ -62,7 +62,9 @@ class Database:
         self.engine = make_engine(url, pool_size, statement_timeout_ms)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self.key_listener: Any = None  # service.keycache.Listener, when keys are cached
-        # Requests whose only write is one statement need no BEGIN/COMMIT round trips on PostgreSQL.
+        # Requests whose only write is one statement need no BEGIN/COMMIT round trips on PostgreSQL
+        # (SQLite has no such mode: there the plain engine serves them, committing each statement).
+        self.autocommit_engine = self.engine
         self.autocommit_sessionmaker = self.sessionmaker
         if self.engine.dialect.name == "postgresql":
             self.autocommit_engine = make_engine(url, pool_size, statement_timeout_ms, isolation_level="AUTOCOMMIT")
@@ -90,7 +92,7 @@ class Database:
         """A pooled DBAPI connection for a one-statement write on the hot path (autocommit on
         PostgreSQL, committed on leaving on SQLite). Driver errors leave as SQLAlchemy's DBAPIError,
         so a lost database is answered 503 as everywhere else."""
-        engine = self.autocommit_engine if self.autocommit_sessionmaker is not self.sessionmaker else self.engine
+        engine = self.autocommit_engine
         connection = engine.raw_connection()
         dbapi = engine.dialect.loaded_dbapi
         try:
@@ -114,7 +116,7 @@ class Database:
         if self.key_listener is not None:
             self.key_listener.stop()
         self.engine.dispose()
-        if self.autocommit_sessionmaker is not self.sessionmaker:
+        if self.autocommit_engine is not self.engine:
             self.autocommit_engine.dispose()
 
 

@@ -50,8 +50,9 @@ def assign(body: AssignRequest) -> Response:
         (outcome,) = core.decide(runtime, requests, {})
         outcome = core.store_one(db.get_db(), outcome)
         if outcome.no_offer:
-            _count_refusals(db.session(), runtime, [outcome])
-            db.session().commit()
+            session = db.session()
+            _count_refusals(session, runtime, [outcome])
+            session.commit()
     return jsonify(core.to_json(runtime, outcome))
 
 
