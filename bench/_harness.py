@@ -337,8 +337,10 @@ class Bench:
         self._stack.callback(api.close)
         return api
 
-    def bare(self) -> Server:
-        server = start_gunicorn(f"{self.name}-bare", "bare_app:app", extra=["--pythonpath", str(BENCH)])
+    def bare(self, db: Database | None = None) -> Server:
+        """The bare Flask ceiling; given a database, also its `POST /bare/insert` floor."""
+        env = {"BARE_DSN": db.dsn} if db is not None else None
+        server = start_gunicorn(f"{self.name}-bare", "bare_app:app", env=env, extra=["--pythonpath", str(BENCH)])
         self._stack.callback(server.stop)
         return server
 

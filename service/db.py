@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,8 @@ class Database:
         if self.engine.dialect.name == "postgresql":
             self.autocommit_engine = make_engine(url, pool_size, statement_timeout_ms, isolation_level="AUTOCOMMIT")
             self.autocommit_sessionmaker = sessionmaker(self.autocommit_engine, expire_on_commit=False)
+        self.thread_connections = (ThreadConnections(self.autocommit_engine)
+                                   if self.autocommit_engine.dialect.driver == "psycopg" else None)
 
     @property
     def dialect(self) -> str:
@@ -115,6 +119,8 @@ class Database:
     def dispose(self) -> None:
         if self.key_listener is not None:
             self.key_listener.stop()
+        if self.thread_connections is not None:
+            self.thread_connections.close_all()
         self.engine.dispose()
         if self.autocommit_engine is not self.engine:
             self.autocommit_engine.dispose()
@@ -173,6 +179,102 @@ class DriverStatement:
             return cursor.fetchone()
         finally:
             cursor.close()
+
+
+class PreparedStatement:
+    """A PostgreSQL statement with numbered parameters that each thread prepares once on its own
+    connection (see ThreadConnections) and runs with text parameters."""
+
+    def __init__(self, name: str, sql: str, parameters: Sequence[str], bind: DriverStatement | None = None):
+        self.name = name.encode()
+        self.sql = sql.encode()
+        self.parameters = list(parameters)  # the value for $1, $2, ...
+        self._bind = bind  # SQLAlchemy's bind processing (JSON, time zones) for these values, if any
+
+    def values(self, row: Mapping[str, Any]) -> list[Any]:
+        bound = self._bind.parameters(row) if self._bind is not None else row
+        return [bound[name] for name in self.parameters]
+
+
+class ThreadConnections:
+    """One autocommit PostgreSQL connection per thread, kept out of the pool, for the single write on
+    a decision's path. Against a pooled cursor this saves three quarters of the client's CPU per
+    statement: no checkout and check-in, no cursor, no query conversion, no re-planning (statements
+    are prepared once per connection), and libpq waits for the server without holding the GIL.
+
+    They share the pool's notion of a lost server: a lost connection is answered as anywhere else
+    (DBAPIError, so 503) and invalidates the pool, and every connection, pooled or kept, made before
+    the pool was last invalidated is replaced before its next use."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[Any] = []  # every thread's connection, so dispose() can close them
+
+    def execute(self, statement: PreparedStatement, row: Mapping[str, Any]) -> int:
+        """Run the statement for one row; returns the number of rows it returned."""
+        import psycopg
+        from psycopg import pq
+
+        held = self._connection()
+        connection = held.dbapi_connection  # the psycopg Connection (driver_connection is gone once detached)
+        try:
+            prepared = held.info.setdefault("nextbest.prepared", set())
+            if statement.name not in prepared:
+                _raise_on_error(connection.pgconn.prepare(statement.name, statement.sql), connection)
+                prepared.add(statement.name)
+            transformer = held.info.get("nextbest.transformer")
+            if transformer is None:
+                transformer = held.info["nextbest.transformer"] = psycopg.adapt.Transformer(connection)
+            values = statement.values(row)
+            params = transformer.dump_sequence(values, [psycopg.adapt.PyFormat.TEXT] * len(values))
+            result = connection.pgconn.exec_prepared(statement.name, params)
+            _raise_on_error(result, connection)
+            return int(result.ntuples)
+        except psycopg.Error as exc:
+            lost = connection.pgconn.status != pq.ConnStatus.OK or self._engine.dialect.is_disconnect(
+                exc, connection, None)
+            if lost:
+                self._engine.pool._invalidate(held, exc, _checkin=False)
+            if lost or connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                self._discard(held)
+            raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=lost) from exc
+
+    def close_all(self) -> None:
+        with self._lock:
+            held, self._open = self._open, []
+        for connection in held:
+            connection.dbapi_connection.close()
+
+    def _connection(self) -> Any:
+        held = getattr(self._local, "connection", None)
+        if held is not None:
+            if self._local.started > self._engine.pool._invalidate_time:
+                return held
+            self._discard(held)
+        started = time.time()
+        held = self._engine.raw_connection()  # connect errors are already DBAPIError
+        held.detach()  # ours until it fails: the pool neither counts nor resets it
+        with self._lock:
+            self._open.append(held)
+        self._local.connection, self._local.started = held, started
+        return held
+
+    def _discard(self, held: Any) -> None:
+        with self._lock:
+            if held in self._open:
+                self._open.remove(held)
+        self._local.connection = None
+        # Closed on the driver: the fairy's own close would first roll back, on a connection that may be gone.
+        held.dbapi_connection.close()
+
+
+def _raise_on_error(result: Any, connection: Any) -> None:
+    from psycopg import errors, pq
+
+    if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        raise errors.error_from_result(result, encoding=connection.info.encoding)
 
 
 def alembic_config(url: str) -> Any:

@@ -32,7 +32,7 @@ from experiments.spec import BanditAllocation
 
 from .bulk import bulk_write
 from .clock import iso_utc, utcnow
-from .db import Database, DriverStatement
+from .db import Database, DriverStatement, PreparedStatement
 from .errors import ApiError
 from .ids import new_ids
 from .models import Assignment
@@ -201,19 +201,35 @@ def _decide_bandit(runtime: ExperimentRuntime, requests: Sequence[Request], cont
 
 
 _GUARDED_INSERTS: dict[str, DriverStatement] = {}
+_PREPARED_INSERTS: dict[str, PreparedStatement] = {}
 
 
 def _guarded_insert(dialect: Any) -> DriverStatement:
     """INSERT ... SELECT ... WHERE NOT EXISTS (suppression) RETURNING id, compiled once per dialect."""
     if dialect.name not in _GUARDED_INSERTS:
         columns = list(Assignment.__table__.columns)
-        names = [c.key for c in columns]
-        sql = (f"INSERT INTO assignments ({', '.join(names)}) SELECT {', '.join(f':{n}' for n in names)} "
-               "WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE subject_id = :subject_id AND channel = :channel) "
-               "RETURNING id")
+        sql = _guarded_insert_sql([f":{c.key}" for c in columns])
         statement = text(sql).bindparams(*[bindparam(c.key, type_=c.type) for c in columns])
         _GUARDED_INSERTS[dialect.name] = DriverStatement(statement, dialect, {c.key: c.type for c in columns})
     return _GUARDED_INSERTS[dialect.name]
+
+
+def _guarded_insert_sql(values: Sequence[str]) -> str:
+    names = [c.key for c in Assignment.__table__.columns]
+    at = dict(zip(names, values))
+    return (f"INSERT INTO assignments ({', '.join(names)}) SELECT {', '.join(values)} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE subject_id = {at['subject_id']} "
+            f"AND channel = {at['channel']}) RETURNING id")
+
+
+def _prepared_guarded_insert(dialect: Any) -> PreparedStatement:
+    """The same statement for PostgreSQL's prepared path: numbered parameters, each cast to its column's type."""
+    if dialect.name not in _PREPARED_INSERTS:
+        columns = list(Assignment.__table__.columns)
+        sql = _guarded_insert_sql([f"${n}::{c.type.compile(dialect)}" for n, c in enumerate(columns, start=1)])
+        _PREPARED_INSERTS[dialect.name] = PreparedStatement(
+            "nextbest_store_decision", sql, [c.key for c in columns], _guarded_insert(dialect))
+    return _PREPARED_INSERTS[dialect.name]
 
 
 def store_one(database: Database, outcome: Outcome) -> Outcome:
@@ -222,9 +238,12 @@ def store_one(database: Database, outcome: Outcome) -> Outcome:
     row = outcome.row
     if row is None:
         return outcome
-    with database.driver_connection() as connection:
-        stored = _guarded_insert(database.engine.dialect).fetch_one(connection, row)
-    if stored is not None:
+    if database.thread_connections is not None:
+        stored = database.thread_connections.execute(_prepared_guarded_insert(database.engine.dialect), row) > 0
+    else:
+        with database.driver_connection() as connection:
+            stored = _guarded_insert(database.engine.dialect).fetch_one(connection, row) is not None
+    if stored:
         return outcome
     return Outcome(outcome.subject_id, None, None, reason="unsubscribed", no_offer=True)
 
