@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app, has_app_context
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from experiments.contact import ContactHistory, ContactVerdict, check_contact, longest_cap_window, parse_timezone
@@ -23,6 +24,7 @@ from experiments.spec import ContactPolicy
 
 from .bulk import bulk_write, in_batches
 from .clock import utcnow
+from .db import Database, DriverStatement
 from .errors import ApiError
 from .models import Assignment, Event, SuppressedRequest, Suppression
 
@@ -50,22 +52,94 @@ def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datet
     subjects = sorted({r.subject_id for r in requests})
     channel_of = {r.subject_id: r.channel for r in requests}
     # An unsubscribe suppresses a channel, so only requests that name one need the lookup.
-    unsubscribed = _suppressions(session, [s for s in subjects if channel_of.get(s)])
-    need_history = bool(policies)
-    recent: dict[str, list[datetime]] = {}
-    conversions: dict[str, datetime] = {}
-    converted_arms: dict[str, set[str]] = {}
-    if need_history:
+    history = _History(unsubscribed=_suppressions(session, [s for s in subjects if channel_of.get(s)]))
+    if policies:
         window = longest_cap_window(policies)
         if window:
-            recent = _recent_decisions(session, subjects, channel_of, now - timedelta(seconds=window))
+            history.recent = _recent_decisions(session, subjects, channel_of, now - timedelta(seconds=window))
         if any(p.cooldown_after_conversion_seconds for p in policies):
-            conversions = _last_conversions(session, subjects)
+            history.conversions = _last_conversions(session, subjects)
         if any(p.exclude_converted_arms for p in policies):
-            converted_arms = _converted_arms(session, runtime.id, subjects)
+            history.converted_arms = _converted_arms(session, runtime.id, subjects)
+    return _judge(policies, runtime, requests, history, now)
+
+
+def verdict_for_one(database: Database, runtime: Any, request: Any, now: datetime | None = None) -> dict[int, Any]:
+    """`verdicts` for a single request, its whole contact history read in one statement: a quarter of
+    the CPU of one ORM query per kind of history."""
+    if runtime.status != "running":
+        return {}
+    now = now or utcnow()
+    policies = policies_for(runtime)
+    window = longest_cap_window(policies)
+    kinds = ("unsubscribed",) + (("decided",) if window else ()) + (
+        ("converted",) if any(p.cooldown_after_conversion_seconds for p in policies) else ()) + (
+        ("converted_arm",) if any(p.exclude_converted_arms for p in policies) else ())
+    statement, read_time = _history_statement(database.engine.dialect, kinds)
+    since = now - timedelta(seconds=window or 0)
+    with database.driver_connection() as connection:
+        rows = statement.fetch_all(connection, {"subject_id": request.subject_id, "since": since,
+                                                "experiment_id": runtime.id})
+    history = _History()
+    subject = request.subject_id
+    for kind, detail, at in rows:
+        if kind == "unsubscribed" and request.channel:
+            history.unsubscribed[subject].add(detail)
+        elif kind == "decided" and detail == request.channel:
+            history.recent[subject].append(read_time(at))
+        elif kind == "converted" and at is not None:
+            history.conversions[subject] = read_time(at)
+        elif kind == "converted_arm":
+            history.converted_arms[subject].add(detail)
+    return _judge(policies, runtime, [request], history, now)
+
+
+_HISTORY_PARTS = {
+    "unsubscribed": "SELECT 'unsubscribed' AS kind, channel AS detail, NULL AS at FROM suppressions "
+                    "WHERE subject_id = :subject_id",
+    "decided": "SELECT 'decided', channel, created_at FROM assignments "
+               "WHERE subject_id = :subject_id AND created_at > :since",
+    "converted": "SELECT 'converted', NULL, MAX(occurred_at) FROM events "
+                 "WHERE subject_id = :subject_id AND type = 'conversion'",
+    "converted_arm": "SELECT 'converted_arm', a.arm_key, NULL FROM assignments a "
+                     "JOIN events e ON e.assignment_id = a.id "
+                     "WHERE a.subject_id = :subject_id AND a.experiment_id = :experiment_id "
+                     "AND e.type = 'conversion'",
+}
+_HISTORY_STATEMENTS: dict[tuple[str, tuple[str, ...]], tuple[DriverStatement, Any]] = {}
+
+
+def _history_statement(dialect: Any, kinds: tuple[str, ...]) -> tuple[DriverStatement, Any]:
+    """The UNION ALL of the history parts needed, compiled once, and how to read its timestamps."""
+    key = (dialect.name, kinds)
+    if key not in _HISTORY_STATEMENTS:
+        sql = " UNION ALL ".join(_HISTORY_PARTS[k] for k in kinds)
+        binds = {"subject_id": Assignment.__table__.c.subject_id.type,
+                 "since": Assignment.__table__.c.created_at.type,
+                 "experiment_id": Assignment.__table__.c.experiment_id.type}
+        used = {name: kind for name, kind in binds.items() if f":{name}" in sql}
+        statement = text(sql).bindparams(*[bindparam(name, type_=kind) for name, kind in used.items()])
+        timestamp = Assignment.__table__.c.created_at.type
+        read = timestamp.dialect_impl(dialect).result_processor(dialect, None) or (lambda value: value)
+        _HISTORY_STATEMENTS[key] = (DriverStatement(statement, dialect, used), read)
+    return _HISTORY_STATEMENTS[key]
+
+
+@dataclass
+class _History:
+    """What the shell read, by subject, for the core to judge."""
+
+    unsubscribed: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    recent: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    conversions: dict[str, datetime] = field(default_factory=dict)
+    converted_arms: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def _judge(policies: list[ContactPolicy], runtime: Any, requests: Sequence[Any], history: _History,
+           now: datetime) -> dict[int, Any]:
     refused: dict[int, ContactVerdict] = {}
     for index, request in enumerate(requests):
-        left = unsubscribed.get(request.subject_id, frozenset())
+        left = history.unsubscribed.get(request.subject_id, frozenset())
         if not policies and not (request.channel and request.channel in left):
             continue
         timezone = (request.context or {}).get("timezone") if request.context else None
@@ -74,14 +148,14 @@ def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datet
                 parse_timezone(str(timezone))
             except ValueError as exc:
                 raise ApiError(422, str(exc), details=[{"field": "context.timezone"}]) from None
-        history = ContactHistory(
-            recent_decisions=recent.get(request.subject_id, ()),
-            last_conversion_at=conversions.get(request.subject_id),
+        subject_history = ContactHistory(
+            recent_decisions=history.recent.get(request.subject_id, ()),
+            last_conversion_at=history.conversions.get(request.subject_id),
             unsubscribed_channels=frozenset(left),
-            converted_arms=frozenset(converted_arms.get(request.subject_id, ())),
+            converted_arms=frozenset(history.converted_arms.get(request.subject_id, ())),
             timezone=str(timezone) if timezone else None,
         )
-        verdict = check_contact(policies, request.channel, history, now, runtime.enabled_arms)
+        verdict = check_contact(policies, request.channel, subject_history, now, runtime.enabled_arms)
         if not verdict.allowed:
             refused[index] = verdict
         elif verdict.excluded_arms:

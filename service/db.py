@@ -180,6 +180,15 @@ class DriverStatement:
         finally:
             cursor.close()
 
+    def fetch_all(self, connection: Any, values: Mapping[str, Any]) -> list[Any]:
+        """Execute on a DBAPI connection and return every row, as the driver gives them."""
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self.sql, self.parameters(values))
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
 
 class PreparedStatement:
     """A PostgreSQL statement with numbered parameters that each thread prepares once on its own

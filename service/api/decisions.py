@@ -39,20 +39,14 @@ def assign(body: AssignRequest) -> Response:
     """Decide one subject's arm; the decision is stored before the answer is sent."""
     runtime = runtime_cache().get(db.session, body.experiment)
     requests = with_profile_features(db.session, runtime, [core.Request(body.subject_id, body.context, body.channel)])
-    if contact.policies_for(runtime):
+    # Without a contact policy only an unsubscribe can refuse, and the insert itself checks that.
+    suppressed = contact.verdict_for_one(db.get_db(), runtime, requests[0]) if contact.policies_for(runtime) else {}
+    (outcome,) = core.decide(runtime, requests, suppressed)
+    outcome = core.store_one(db.get_db(), outcome)
+    if outcome.no_offer:
         session = db.session()
-        suppressed = contact_verdicts(session, runtime, requests)
-        (outcome,) = core.decide(runtime, requests, suppressed)
-        core.store(session, [outcome])
         _count_refusals(session, runtime, [outcome])
         session.commit()
-    else:  # only an unsubscribe can refuse: checked inside the insert itself, one round trip
-        (outcome,) = core.decide(runtime, requests, {})
-        outcome = core.store_one(db.get_db(), outcome)
-        if outcome.no_offer:
-            session = db.session()
-            _count_refusals(session, runtime, [outcome])
-            session.commit()
     return jsonify(core.to_json(runtime, outcome))
 
 

@@ -106,3 +106,33 @@ def test_converted_arms_are_not_offered_again(api: Any) -> None:
         again = api.assign("spring-email", "c-1")
         assert again["arm"] != decision["arm"] and again["no_offer"] is False
         assert 0 < again["propensity"] <= 1
+
+
+def test_a_single_request_reads_the_same_history_as_a_batch(app: Any, api: Any) -> None:
+    # One request reads its whole history in one statement; a batch reads it kind by kind.
+    from service import contact
+    from service.api.decisions import runtime_cache
+    from service.decisions import Request
+
+    policy_experiment(api, max_per_subject={"count": 2, "per_seconds": 86400},
+                      cooldown_after_conversion_seconds=3 * 86400, exclude_converted_arms=True)
+    capped = [api.assign("spring-email", "capped") for _ in range(2)]
+    api.assign("spring-email", "busy")
+    api.assign("spring-email", "busy")
+    bought = api.assign("spring-email", "bought")
+    api.send_events([{"event_id": "buy", "type": "conversion", "assignment_id": bought["assignment_id"],
+                      "value": 5, "occurred_at": iso(NOW)}])
+    api.call("POST", "/v1/events", scope="channel", json={"events": [
+        {"event_id": "bye", "type": "unsubscribe", "assignment_id": capped[0]["assignment_id"],
+         "occurred_at": iso(NOW)}]})
+    requests = [Request("capped", None, "email"), Request("capped", None, "sms"), Request("busy", None, "email"),
+                Request("bought", None, "email"), Request("new", None, "email"), Request("new", None, None)]
+    with app.app_context():
+        runtime = runtime_cache().get(db_module.session, "spring-email")
+        database = db_module.get_db(app)
+        with database.session() as session:
+            batch = [contact.verdicts(session, runtime, [r]).get(0) for r in requests]
+        single = [contact.verdict_for_one(database, runtime, r).get(0) for r in requests]
+    assert single == batch
+    reasons = [v.reason if v is not None and not v.allowed else None for v in single]
+    assert reasons == ["unsubscribed", None, "frequency_cap", "cooldown_after_conversion", None, None]
