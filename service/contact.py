@@ -53,15 +53,22 @@ def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datet
     channel_of = {r.subject_id: r.channel for r in requests}
     # An unsubscribe suppresses a channel, so only requests that name one need the lookup.
     history = _History(unsubscribed=_suppressions(session, [s for s in subjects if channel_of.get(s)]))
-    if policies:
-        window = longest_cap_window(policies)
-        if window:
-            history.recent = _recent_decisions(session, subjects, channel_of, now - timedelta(seconds=window))
-        if any(p.cooldown_after_conversion_seconds for p in policies):
-            history.conversions = _last_conversions(session, subjects)
-        if any(p.exclude_converted_arms for p in policies):
-            history.converted_arms = _converted_arms(session, runtime.id, subjects)
+    needed = _history_needed(policies)
+    if "decided" in needed:
+        since = now - timedelta(seconds=longest_cap_window(policies) or 0)
+        history.recent = _recent_decisions(session, subjects, channel_of, since)
+    if "converted" in needed:
+        history.conversions = _last_conversions(session, subjects)
+    if "converted_arm" in needed:
+        history.converted_arms = _converted_arms(session, runtime.id, subjects)
     return _judge(policies, runtime, requests, history, now)
+
+
+def _history_needed(policies: Sequence[ContactPolicy]) -> tuple[str, ...]:
+    """The kinds of contact history the policies judge by; suppressions always count."""
+    return ("unsubscribed",) + (("decided",) if longest_cap_window(policies) else ()) + (
+        ("converted",) if any(p.cooldown_after_conversion_seconds for p in policies) else ()) + (
+        ("converted_arm",) if any(p.exclude_converted_arms for p in policies) else ())
 
 
 def verdict_for_one(database: Database, runtime: Any, request: Any, now: datetime | None = None) -> dict[int, Any]:
@@ -71,12 +78,8 @@ def verdict_for_one(database: Database, runtime: Any, request: Any, now: datetim
         return {}
     now = now or utcnow()
     policies = policies_for(runtime)
-    window = longest_cap_window(policies)
-    kinds = ("unsubscribed",) + (("decided",) if window else ()) + (
-        ("converted",) if any(p.cooldown_after_conversion_seconds for p in policies) else ()) + (
-        ("converted_arm",) if any(p.exclude_converted_arms for p in policies) else ())
-    statement, read_time = _history_statement(database.engine.dialect, kinds)
-    since = now - timedelta(seconds=window or 0)
+    statement, read_time = _history_statement(database.engine.dialect, _history_needed(policies))
+    since = now - timedelta(seconds=longest_cap_window(policies) or 0)
     with database.driver_connection() as connection:
         rows = statement.fetch_all(connection, {"subject_id": request.subject_id, "since": since,
                                                 "experiment_id": runtime.id})

@@ -126,12 +126,12 @@ class Database:
             self.autocommit_engine.dispose()
 
 
-def _driver_error(engine: Engine, pooled: Any, exc: Exception) -> DBAPIError:
+def _driver_error(engine: Engine, pooled: Any, exc: Exception, check_in: bool = True) -> DBAPIError:
     """A driver error as SQLAlchemy would raise it; after a lost connection the pool replaces every
     connection made before it, as SQLAlchemy does on its own path (a restarted server dropped them all)."""
     lost = engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
     if lost:
-        engine.pool._invalidate(pooled, exc)
+        engine.pool._invalidate(pooled, exc, _checkin=check_in)
     return DBAPIError.instance(None, None, exc, engine.dialect.loaded_dbapi.Error, connection_invalidated=lost)
 
 
@@ -173,19 +173,17 @@ class DriverStatement:
 
     def fetch_one(self, connection: Any, values: Mapping[str, Any]) -> Any:
         """Execute on a DBAPI connection and return the first row (None when there is none)."""
-        cursor = connection.cursor()
-        try:
-            cursor.execute(self.sql, self.parameters(values))
-            return cursor.fetchone()
-        finally:
-            cursor.close()
+        return self._fetch(connection, values, lambda cursor: cursor.fetchone())
 
     def fetch_all(self, connection: Any, values: Mapping[str, Any]) -> list[Any]:
         """Execute on a DBAPI connection and return every row, as the driver gives them."""
+        return self._fetch(connection, values, lambda cursor: cursor.fetchall())
+
+    def _fetch(self, connection: Any, values: Mapping[str, Any], take: Callable[[Any], Any]) -> Any:
         cursor = connection.cursor()
         try:
             cursor.execute(self.sql, self.parameters(values))
-            return cursor.fetchall()
+            return take(cursor)
         finally:
             cursor.close()
 
@@ -242,13 +240,10 @@ class ThreadConnections:
             _raise_on_error(result, connection)
             return int(result.ntuples)
         except psycopg.Error as exc:
-            lost = connection.pgconn.status != pq.ConnStatus.OK or self._engine.dialect.is_disconnect(
-                exc, connection, None)
-            if lost:
-                self._engine.pool._invalidate(held, exc, _checkin=False)
-            if lost or connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            error = _driver_error(self._engine, held, exc, check_in=False)  # ours to close, not the pool's
+            if error.connection_invalidated or connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
                 self._discard(held)
-            raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=lost) from exc
+            raise error from exc
 
     def close_all(self) -> None:
         with self._lock:
