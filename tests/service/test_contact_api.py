@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import update
 
 from service import db as db_module
+from service.clock import utcnow
 from service.models import Assignment
 from tests.conftest import spring_email
 
@@ -127,12 +128,13 @@ def test_a_single_request_reads_the_same_history_as_a_batch(app: Any, api: Any) 
          "occurred_at": iso(NOW)}]})
     requests = [Request("capped", None, "email"), Request("capped", None, "sms"), Request("busy", None, "email"),
                 Request("bought", None, "email"), Request("new", None, "email"), Request("new", None, None)]
+    now = utcnow()  # one clock for both paths: their messages quote it to the second
     with app.app_context():
         runtime = runtime_cache().get(db_module.session, "spring-email")
         database = db_module.get_db(app)
         with database.session() as session:
-            batch = [contact.verdicts(session, runtime, [r]).get(0) for r in requests]
-        single = [contact.verdict_for_one(database, runtime, r).get(0) for r in requests]
+            batch = [contact.verdicts(session, runtime, [r], now).get(0) for r in requests]
+        single = [contact.verdict_for_one(database, runtime, r, now).get(0) for r in requests]
     assert single == batch
     reasons = [v.reason if v is not None and not v.allowed else None for v in single]
     assert reasons == ["unsubscribed", None, "frequency_cap", "cooldown_after_conversion", None, None]
