@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 from typing import Any
 
@@ -63,7 +62,7 @@ class DashboardSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def _may_be_deep_or_hold_nul(raw: bytes, limit: int = _MAX_JSON_DEPTH) -> bool:
+def may_be_deep_or_hold_nul(raw: bytes, limit: int = _MAX_JSON_DEPTH) -> bool:
     """False when the JSON text alone shows the walk in `_depth` would find nothing: fewer brackets
     than the depth limit, and no escaped NUL (the only way JSON text can carry one). Most bodies are
     small and flat, and the walk was a tenth of a bandit decision's time."""
@@ -122,6 +121,10 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
 
     jobs.start(app)
     _start_key_cache(app)
+    if str(app.config["NEXTBEST_DIRECT_ASSIGN"]).lower() in ("on", "1", "true", "yes"):
+        from .direct_assign import DirectAssign
+
+        app.wsgi_app = DirectAssign(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -140,7 +143,7 @@ _UNGUARDED = {"health.healthz", "health.readyz", "openapi_json", "docs", "metric
               "static"}
 
 
-def _migrated(app: OpenAPI) -> bool:
+def is_migrated(app: OpenAPI) -> bool:
     """True once the database has been seen at the head revision (then never asked again)."""
     if app.extensions.get("nextbest.migrated"):
         return True
@@ -161,10 +164,10 @@ def _register_request_hooks(app: OpenAPI) -> None:
     def _before() -> Response | None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         endpoint = req.endpoint
-        g.request_id = req.headers.get("X-Request-Id") or os.urandom(16).hex()
+        g.request_id = observability.request_id(req.headers.get("X-Request-Id"))
         # One decision is one INSERT (or one counter upsert): atomic on its own, no transaction needed.
         g.single_write = endpoint == "decisions.assign"
-        if not _migrated(app) and endpoint not in _UNGUARDED:
+        if not is_migrated(app) and endpoint not in _UNGUARDED:
             raise errors.ApiError(
                 503, "the database is not at the latest migration; run `nextbest db upgrade`",
                 code="database_not_migrated", headers={"Retry-After": "30"},
@@ -177,7 +180,7 @@ def _register_request_hooks(app: OpenAPI) -> None:
             body = req.get_json(silent=False)  # malformed JSON -> 400 in the error shape
             # Events are judged one by one (flat objects of text and numbers, NUL refused per event), so
             # the envelope needs no walk; everything else is checked for depth and NUL text here.
-            if (endpoint != "events.send_events" and _may_be_deep_or_hold_nul(req.get_data(cache=True))
+            if (endpoint != "events.send_events" and may_be_deep_or_hold_nul(req.get_data(cache=True))
                     and _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH):
                 raise errors.ApiError(400, f"JSON nested deeper than {_MAX_JSON_DEPTH} levels")
         return None

@@ -98,16 +98,22 @@ def allows(caller_scope: str, required: str) -> bool:
 
 def check_request(open_session: Callable[[], Session], required: str) -> Caller:
     """Authenticate the current request and enforce `required`; raise 401/403 in the one error shape."""
-    header = request.headers.get("Authorization", "")
+    caller = caller_for(request.headers.get("Authorization", ""), open_session,
+                        current_app.extensions.get("nextbest.keycache"), required)
+    g.caller = caller
+    return caller
+
+
+def caller_for(header: str, open_session: Callable[[], Session], cache: Any, required: str) -> Caller:
+    """The caller an Authorization header names, allowed `required`; raises 401/403 otherwise."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing bearer key: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"})
-    caller = authenticate(open_session, token.strip(), current_app.extensions.get("nextbest.keycache"))
+    caller = authenticate(open_session, token.strip(), cache)
     if caller is None:
         raise ApiError(401, "invalid or revoked key", headers={"WWW-Authenticate": "Bearer"})
     if not allows(caller.scope, required):
         raise ApiError(403, f"this endpoint needs scope {required!r}; the key has {caller.scope!r}")
-    g.caller = caller
     return caller
 
 

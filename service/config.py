@@ -20,8 +20,9 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_DB_STATEMENT_TIMEOUT_MS": 30_000,
     "NEXTBEST_SECRET_KEY": None,  # signs dashboard sessions; random per process when unset
     "NEXTBEST_LOG_LEVEL": "INFO",
-    "NEXTBEST_ACCESS_LOG": "on",
-    "NEXTBEST_KEY_CACHE": "off",  # "on": cache keys per worker, emptied at once by revocation (PostgreSQL)  # one JSON line per request (never the key itself)
+    "NEXTBEST_ACCESS_LOG": "on",  # one JSON line per request (never the key itself)
+    "NEXTBEST_KEY_CACHE": "off",  # "on": cache keys per worker, emptied at once by revocation (PostgreSQL)
+    "NEXTBEST_DIRECT_ASSIGN": "on",  # "off": every single decision goes through Flask's request handling
     "NEXTBEST_RATE_LIMIT_PER_SECOND": 2000.0,  # per key and worker; 0 turns it off
     "NEXTBEST_CONTACT_POLICY": "",  # global default contact policy, JSON in the experiment spec's shape
 }

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("nextbest")
@@ -86,41 +86,27 @@ def validation_error_response(exc: ValidationError) -> Response:
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
+    app.register_error_handler(Exception, response_for)
+
+
+def response_for(exc: Exception) -> Response:
+    """The answer, in the one error shape, to anything a request raised (needs an app context)."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-
-    @app.errorhandler(ValidationError)
-    def _validation(exc: ValidationError) -> Response:
+    if isinstance(exc, ValidationError):
         return validation_error_response(exc)
-
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Response:
+    if isinstance(exc, HTTPException):
         if exc.response is not None and exc.response.status_code == 422:
             return exc.response  # already in our shape (validation callback)
         status = exc.code or 500
-        message = exc.description or exc.name
-        return error_response(status, _CODES.get(status, "error"), message)
-
-    @app.errorhandler(OperationalError)
-    def _db_down(exc: OperationalError) -> Response:
-        if _is_connection_error(exc):
-            log.warning("database unavailable: %s", exc.__class__.__name__)
-            return error_response(
-                503, "database_unavailable", "the database is unavailable; retry shortly",
-                headers={"Retry-After": "5"},
-            )
-        return _unexpected(exc)
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        if isinstance(exc, DBAPIError) and _is_connection_error(exc):
-            return error_response(
-                503, "database_unavailable", "the database is unavailable; retry shortly",
-                headers={"Retry-After": "5"},
-            )
-        log.exception("unexpected error", extra={"request_id": getattr(g, "request_id", None)})
-        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+        return error_response(status, _CODES.get(status, "error"), exc.description or exc.name)
+    if isinstance(exc, DBAPIError) and _is_connection_error(exc):
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return error_response(
+            503, "database_unavailable", "the database is unavailable; retry shortly", headers={"Retry-After": "5"},
+        )
+    log.error("unexpected error", exc_info=exc, extra={"request_id": getattr(g, "request_id", None)})
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:

@@ -82,48 +82,63 @@ class RateLimiter:
             return None
 
 
+class RequestRecorder:
+    """Counts, times and logs each answered request: the metrics and the access line."""
+
+    def __init__(self, access_log: bool):
+        self.access_log = access_log
+        self._log = logging.getLogger("nextbest.access")
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record(self, endpoint: str, method: str, path: str, status: int, elapsed: float,
+               request_id: str | None, caller: Any) -> None:
+        counter, histogram = self._metrics_for(endpoint, method, status)
+        counter.inc()
+        histogram.observe(elapsed)
+        if status >= 500:
+            ERRORS.inc()
+        log = self._log
+        if self.access_log and log.isEnabledFor(logging.INFO):
+            # makeRecord + handle: the same record log.info would make, without its search of the
+            # call stack for a source line the JSON line never shows.
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "request", None, None, extra={
+                "request_id": request_id, "method": method, "path": path, "status": status,
+                "ms": round(elapsed * 1000, 2), "key_name": caller.name if caller is not None else None,
+                "endpoint": endpoint,
+            }))
+
+    def _metrics_for(self, endpoint: str, method: str, status: int) -> tuple[Any, Any]:
+        """The counter and histogram children of one label set, looked up once per worker."""
+        key = (endpoint, method, status)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = (REQUESTS.labels(endpoint, method, str(status)), LATENCY.labels(endpoint))
+        return found
+
+
+def request_id(given: str | None) -> str:
+    """The caller's X-Request-Id, or a new one."""
+    return given or os.urandom(16).hex()
+
+
 def init_app(app: Flask) -> None:
     configure_logging(str(app.config["NEXTBEST_LOG_LEVEL"]))
     access_log = str(app.config.get("NEXTBEST_ACCESS_LOG", "on")).lower() in ("on", "1", "true", "yes")
     rate = float(app.config.get("NEXTBEST_RATE_LIMIT_PER_SECOND", 0) or 0)
     limiter = RateLimiter(rate, max(rate * 2, 1.0)) if rate > 0 else None
     app.extensions["nextbest.ratelimiter"] = limiter
-    log = logging.getLogger("nextbest.access")
+    recorder = app.extensions["nextbest.recorder"] = RequestRecorder(access_log)
 
     @app.before_request
     def _start_timer() -> None:
         g.started = time.perf_counter()
 
-    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def _metrics_for(endpoint: str, method: str, status: int) -> tuple[Any, Any]:
-        """The counter and histogram children of one label set, looked up once per worker."""
-        key = (endpoint, method, status)
-        found = children.get(key)
-        if found is None:
-            found = children[key] = (REQUESTS.labels(endpoint, method, str(status)), LATENCY.labels(endpoint))
-        return found
-
     @app.after_request
     def _record(response: Response) -> Response:
         req = request._get_current_object()  # type: ignore[attr-defined]
-        endpoint = req.endpoint or "unmatched"
-        status = response.status_code
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        counter, histogram = _metrics_for(endpoint, req.method, status)
-        counter.inc()
-        histogram.observe(elapsed)
-        if status >= 500:
-            ERRORS.inc()
-        if access_log and log.isEnabledFor(logging.INFO):
-            caller = g.get("caller")
-            # makeRecord + handle: the same record log.info would make, without its search of the
-            # call stack for a source line the JSON line never shows.
-            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "request", None, None, extra={
-                "request_id": g.get("request_id"), "method": req.method, "path": req.path,
-                "status": status, "ms": round(elapsed * 1000, 2),
-                "key_name": caller.name if caller is not None else None, "endpoint": endpoint,
-            }))
+        recorder.record(req.endpoint or "unmatched", req.method, req.path, response.status_code,
+                        time.perf_counter() - g.get("started", time.perf_counter()), g.get("request_id"),
+                        g.get("caller"))
         return response
 
 

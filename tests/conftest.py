@@ -103,7 +103,8 @@ class Api:
         return {"Authorization": f"Bearer {self.keys[scope]}"}
 
     def call(self, method: str, path: str, scope: str = "analyst", json: Any = None, **kw: Any) -> Any:
-        return self.client.open(path, method=method, json=json, headers=self.headers(scope), **kw)
+        headers = {**self.headers(scope), **kw.pop("headers", {})}
+        return self.client.open(path, method=method, json=json, headers=headers, **kw)
 
     def create_experiment(self, spec: dict[str, Any], start: bool = False) -> dict[str, Any]:
         response = self.call("POST", "/v1/experiments", json=spec)

@@ -37,17 +37,28 @@ def runtime_cache() -> RuntimeCache:
 @requires("decisions", "channel")
 def assign(body: AssignRequest) -> Response:
     """Decide one subject's arm; the decision is stored before the answer is sent."""
+    return jsonify(store_and_answer(*decide_one(body)))
+
+
+def decide_one(body: AssignRequest) -> tuple[ExperimentRuntime, core.Outcome]:
+    """Everything before the write. It only reads, so a failure here has changed nothing (the direct
+    path in service/direct_assign.py relies on that to hand such a request to Flask)."""
     runtime = runtime_cache().get(db.session, body.experiment)
     requests = with_profile_features(db.session, runtime, [core.Request(body.subject_id, body.context, body.channel)])
     # Without a contact policy only an unsubscribe can refuse, and the insert itself checks that.
     suppressed = contact.verdict_for_one(db.get_db(), runtime, requests[0]) if contact.policies_for(runtime) else {}
     (outcome,) = core.decide(runtime, requests, suppressed)
+    return runtime, outcome
+
+
+def store_and_answer(runtime: ExperimentRuntime, outcome: core.Outcome) -> dict[str, Any]:
+    """Store the decision (when it is a logged one) and give the answer a channel gets."""
     outcome = core.store_one(db.get_db(), outcome)
     if outcome.no_offer:
         session = db.session()
         _count_refusals(session, runtime, [outcome])
         session.commit()
-    return jsonify(core.to_json(runtime, outcome))
+    return core.to_json(runtime, outcome)
 
 
 @api.post("/assign/batch", responses={200: BatchAssignResponse})

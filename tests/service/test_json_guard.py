@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from service import errors
-from service.app import _MAX_JSON_DEPTH, _depth, _may_be_deep_or_hold_nul
+from service.app import _MAX_JSON_DEPTH, _depth, may_be_deep_or_hold_nul
 
 
 def _random_value(rng: random.Random, depth: int) -> Any:
@@ -35,7 +35,7 @@ def test_skipping_the_walk_is_safe(seed: int) -> None:
     for _ in range(400):
         value = _random_value(rng, rng.randint(1, 40))
         raw = json.dumps(value).encode()
-        if not _may_be_deep_or_hold_nul(raw):
+        if not may_be_deep_or_hold_nul(raw):
             skipped += 1
             assert _walk_passes(value), raw[:200]
     assert skipped > 0
@@ -43,9 +43,9 @@ def test_skipping_the_walk_is_safe(seed: int) -> None:
 
 def test_typical_and_hostile_bodies() -> None:
     decision = {"experiment": "e", "subject_id": "c-1", "channel": "email", "context": {f"f{i}": i for i in range(10)}}
-    assert not _may_be_deep_or_hold_nul(json.dumps(decision).encode())
-    assert _may_be_deep_or_hold_nul(json.dumps({"subject_id": "c\x00"}).encode())
+    assert not may_be_deep_or_hold_nul(json.dumps(decision).encode())
+    assert may_be_deep_or_hold_nul(json.dumps({"subject_id": "c\x00"}).encode())
     nested: Any = 1
     for _ in range(_MAX_JSON_DEPTH):
         nested = [nested]
-    assert _may_be_deep_or_hold_nul(json.dumps({"context": nested}).encode())
+    assert may_be_deep_or_hold_nul(json.dumps({"context": nested}).encode())
