@@ -14,7 +14,9 @@ import operator
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Boolean, Date, DateTime, Float, Integer, String, Text, case, select, text
+from sqlalchemy import (BigInteger, Boolean, Date, DateTime, Enum, Float, Integer, SmallInteger, String, Text, case,
+                        select, text)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.types import JSON, TypeDecorator
 
@@ -150,12 +152,19 @@ def _pg(session: Session, table: Any, columns: list[str], rows: Sequence[dict[st
 
 
 def _pg_copy(session: Session, table: Any, columns: list[str], rows: Sequence[dict[str, Any]]) -> None:
-    """COPY the rows in: PostgreSQL's fastest way in for rows that cannot conflict."""
+    """COPY the rows in: PostgreSQL's fastest way in for rows that cannot conflict. In the binary
+    format when every column has a binary type here, which spares the client formatting each value
+    as text (most of a 100,000-row COPY's client time, taken from the thread encoding the answer)."""
     as_json = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    binary_types = [_copy_type(table.c[c], session.get_bind().dialect) for c in columns]
+    binary = all(binary_types)
     values = operator.itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
     col_list = ", ".join(f'"{c}"' for c in columns)
+    options = " (FORMAT BINARY)" if binary else ""
     with session_driver(session) as raw, raw.cursor() as cursor, \
-            cursor.copy(f'COPY "{table.name}" ({col_list}) FROM STDIN') as copy:
+            cursor.copy(f'COPY "{table.name}" ({col_list}) FROM STDIN{options}') as copy:
+        if binary:
+            copy.set_types(binary_types)
         write = copy.write_row
         for row in rows:
             picked = values(row)
@@ -165,6 +174,31 @@ def _pg_copy(session: Session, table: Any, columns: list[str], rows: Sequence[di
                     if picked[i] is not None:
                         picked[i] = json.dumps(picked[i], allow_nan=False)
             write(picked)
+
+
+def _copy_type(column: Any, dialect: Any) -> str | None:
+    """The type binary COPY sends this column's values as (JSON goes as its text, which is also its
+    binary form), or None when there is none here."""
+    kind = column.type.dialect_impl(dialect)
+    if isinstance(kind, TypeDecorator):
+        kind = kind.impl
+    if isinstance(kind, JSON) and not isinstance(kind, postgresql.JSONB):
+        return "text"
+    if isinstance(kind, Boolean):
+        return "bool"
+    if isinstance(kind, BigInteger):
+        return "int8"
+    if isinstance(kind, Integer) and not isinstance(kind, SmallInteger):
+        return "int4"
+    if isinstance(kind, Float) and not kind.asdecimal:
+        return "float8" if kind.precision is None or kind.precision > 24 else None
+    if isinstance(kind, DateTime):
+        return "timestamptz" if kind.timezone else "timestamp"
+    if isinstance(kind, Date):
+        return "date"
+    if isinstance(kind, (String, Text)) and not isinstance(kind, Enum):
+        return "text"
+    return None
 
 
 def conflict_clause(columns: Sequence[str], conflict: Sequence[str], on_conflict: OnConflict, add: Sequence[str] = (),

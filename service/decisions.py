@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -270,3 +270,30 @@ def to_json(runtime: ExperimentRuntime, outcome: Outcome) -> dict[str, Any]:
         "policy_version": runtime.policy_version if outcome.assignment_id else None,
         "holdout": outcome.holdout, "no_offer": False, "reason": outcome.reason, "retry_after": None,
     }
+
+
+_TAIL_KEYS = ("arm", "payload", "propensity", "policy_version", "holdout", "no_offer", "reason", "retry_after")
+
+
+def batch_answer_json(runtime: ExperimentRuntime, outcomes: Sequence[Outcome], dumps: Callable[[Any], str],
+                      encode_string: Callable[[str], str]) -> str:
+    """The batch answer {"experiment", "assignments", "suppressed"}, exactly as `dumps` writes it with
+    compact separators, built from pieces: decisions of one arm share everything but their id and
+    subject, so each piece after those is encoded once (encoding 100,000 answers one by one took
+    a third of a batch's time). `encode_string` is the JSON string encoder `dumps` uses."""
+    tails: dict[tuple[Any, ...], str] = {}
+    experiment = encode_string(runtime.key)
+    rows = []
+    for outcome in outcomes:
+        key = (outcome.arm, outcome.propensity, outcome.holdout, outcome.reason, outcome.assignment_id is None)
+        tail = tails.get(key) if not outcome.no_offer else None
+        if tail is None:
+            answer = to_json(runtime, outcome)
+            tail = dumps({k: answer[k] for k in _TAIL_KEYS})[1:]
+            if not outcome.no_offer and len(tails) < 4096:
+                tails[key] = tail
+        assignment_id = "null" if outcome.assignment_id is None else encode_string(outcome.assignment_id)
+        rows.append(f'{{"assignment_id":{assignment_id},"experiment":{experiment},'
+                    f'"subject_id":{encode_string(outcome.subject_id)},{tail}')
+    suppressed = sum(1 for o in outcomes if o.no_offer)
+    return f'{{"experiment":{experiment},"assignments":[{",".join(rows)}],"suppressed":{suppressed}}}'

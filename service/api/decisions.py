@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -77,12 +78,17 @@ def assign_batch(body: BatchAssignRequest) -> Response:
     # The database ingests the rows while this thread writes the answer; it is sent only after the
     # write has committed, so every assignment_id in it exists.
     with _in_background(core.store, session, outcomes):
-        answer = current_app.json.dumps({
-            "experiment": runtime.key, "assignments": [core.to_json(runtime, o) for o in outcomes],
-            "suppressed": sum(1 for o in outcomes if o.no_offer)}, separators=(",", ":"))
+        answer = core.batch_answer_json(runtime, outcomes, *_compact_json())
     _count_refusals(session, runtime, outcomes)
     session.commit()
     return current_app.response_class(answer, mimetype="application/json")
+
+
+def _compact_json() -> tuple[Callable[[Any], str], Callable[[str], str]]:
+    """The app's JSON encoder with compact separators, and the string encoder it uses."""
+    provider = current_app.json
+    encode_string = json.encoder.encode_basestring_ascii if provider.ensure_ascii else json.encoder.encode_basestring
+    return (lambda value: provider.dumps(value, separators=(",", ":"))), encode_string  # type: ignore[attr-defined]
 
 
 @contextmanager

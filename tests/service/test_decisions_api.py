@@ -180,3 +180,34 @@ def test_a_failed_background_write_fails_the_batch_after_the_answer_is_built() -
         with _in_background(write):
             built.append("answer")
     assert built == ["answer"]  # the block ran; its answer is never sent
+
+
+def test_the_batch_answer_is_written_exactly_as_json_dumps_would() -> None:
+    import json
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from service import decisions as core
+
+    runtime = SimpleNamespace(key="spring-émail", policy_version=3,
+                              payloads={"control": {"template": "none"}, "mens": {"text": "Grüße \"jetzt\"\n"}})
+    outcomes = [
+        core.Outcome("c-1", "control", 1 / 3, assignment_id="a" * 32),
+        core.Outcome("Zoë \"quoted\" \\ \u2028", "mens", 2 / 3, assignment_id="b" * 32),
+        core.Outcome("c-3", "mens", 0.05, holdout=True, assignment_id="c" * 32),
+        core.Outcome("c-4", None, None, reason="frequency_cap", no_offer=True,
+                     retry_after=datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)),
+        core.Outcome("c-5", "control", None, reason="experiment_paused"),
+        core.Outcome("c-6", "control", 1 / 3, assignment_id="d" * 32),
+        core.Outcome("c-7", None, None, reason="unsubscribed", no_offer=True),
+        core.Outcome("c-8", "control", 1 / 3, holdout=True, assignment_id="e" * 32),  # shares all but holdout
+        core.Outcome("c-9", "control", 1 / 3, reason="experiment_concluded"),  # and all but the logging
+    ]
+    for ensure_ascii, encode_string in ((True, json.encoder.encode_basestring_ascii),
+                                        (False, json.encoder.encode_basestring)):
+        def dumps(value: Any) -> str:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=ensure_ascii)
+
+        expected = dumps({"experiment": runtime.key, "assignments": [core.to_json(runtime, o) for o in outcomes],
+                          "suppressed": 2})
+        assert core.batch_answer_json(runtime, outcomes, dumps, encode_string) == expected
