@@ -38,6 +38,7 @@ from experiments.spec import BanditAllocation, ExperimentSpec
 from .clock import utcnow
 from .leases import lease
 from .models import Assignment, DecisionCustomOutcome, DecisionOutcome, Experiment, PolicySnapshot
+from .observability import REFITS
 from .store.experiments import audit, spec_of
 
 _COUNT_COLUMNS = {"open": DecisionOutcome.opens, "click": DecisionOutcome.clicks,
@@ -170,6 +171,13 @@ def latest_snapshot(session: Session, experiment_id: int) -> PolicySnapshot | No
 def refit(session: Session, experiment: Experiment, *, full: bool = False, now: datetime | None = None,
           holder: str = "refit") -> RefitResult:
     """Train the experiment's policy on what became known since its last snapshot; commit a new version."""
+    result = _refit(session, experiment, full=full, now=now, holder=holder)
+    REFITS.labels(result.status).inc()
+    return result
+
+
+def _refit(session: Session, experiment: Experiment, *, full: bool, now: datetime | None,
+           holder: str) -> RefitResult:
     spec = spec_of(experiment)
     if not isinstance(spec.allocation, BanditAllocation):
         return RefitResult(experiment.key, "not_a_bandit")

@@ -23,6 +23,7 @@ from .clock import iso_utc, utcnow
 from .errors import ApiError
 from .leases import lease
 from .models import Experiment
+from .observability import PROMOTIONS
 from .report_queries import report_input
 from .store.experiments import audit, spec_of, to_json
 from .webhooks import enqueue
@@ -47,7 +48,7 @@ def decision_json(experiment: Experiment, decision: PromotionDecision) -> dict[s
 
 
 def promote(session: Session, experiment: Experiment, winner: str, actor: str, *, holdback: float,
-            reason: str, statistics: dict[str, Any] | None = None) -> bool:
+            reason: str, statistics: dict[str, Any] | None = None, how: str = "manual") -> bool:
     """Give the winner all traffic (less the holdback on control); False when someone else already did."""
     arms = [arm.key for arm in experiment.arms]
     if winner not in arms:
@@ -71,6 +72,7 @@ def promote(session: Session, experiment: Experiment, winner: str, actor: str, *
         "promoted_at": iso_utc(now), "actor": actor,
     })
     session.commit()
+    PROMOTIONS.labels(how).inc()
     session.refresh(experiment)
     return True
 
@@ -95,6 +97,7 @@ def rollback(session: Session, experiment: Experiment, actor: str, reason: str) 
         "experiment": experiment.key, "previous_winner": before, "reason": reason, "actor": actor,
     })
     session.commit()
+    PROMOTIONS.labels("rollback").inc()
     session.refresh(experiment)
     return True
 
@@ -118,7 +121,7 @@ def evaluate_all(session: Session, *, holder: str = "promotion") -> list[dict[st
             if decision.action == "promote" and decision.winner:
                 outcome["promoted"] = promote(session, experiment, decision.winner, holder,
                                               holdback=spec.promotion.holdback, reason=decision.summary,
-                                              statistics=decision.statistics)
+                                              statistics=decision.statistics, how="auto")
             elif decision.action == "notify" and decision.winner and not _notified(session, experiment,
                                                                                    decision.winner):
                 audit(session, experiment, holder, "promotion_ready", winner=decision.winner,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from .. import db
 from .. import decisions as core
 from ..app import BEARER
 from ..errors import ApiError
+from ..observability import DECISIONS
 from .. import contact
 from ..clock import utcnow
 from ..runtime import ExperimentRuntime, RuntimeCache
@@ -59,6 +61,7 @@ def store_and_answer(runtime: ExperimentRuntime, outcome: core.Outcome) -> dict[
         session = db.session()
         _count_refusals(session, runtime, [outcome])
         session.commit()
+    DECISIONS.labels(_kind(outcome)).inc()
     return core.to_json(runtime, outcome)
 
 
@@ -81,7 +84,14 @@ def assign_batch(body: BatchAssignRequest) -> Response:
         answer = core.batch_answer_json(runtime, outcomes, *_compact_json())
     _count_refusals(session, runtime, outcomes)
     session.commit()
+    for kind, count in Counter(_kind(o) for o in outcomes).items():
+        DECISIONS.labels(kind).inc(count)
     return current_app.response_class(answer, mimetype="application/json")
+
+
+def _kind(outcome: core.Outcome) -> str:
+    """The decisions metric's label: a logged decision, a no-offer answer, or an unlogged default."""
+    return "no_offer" if outcome.no_offer else "logged" if outcome.assignment_id else "default"
 
 
 def _compact_json() -> tuple[Callable[[Any], str], Callable[[str], str]]:

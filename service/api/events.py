@@ -10,6 +10,7 @@ from ..app import BEARER
 from ..errors import ApiError
 from ..contact import suppress_unsubscribed
 from ..ingest import ingest
+from ..observability import EVENTS
 from ..schemas import EventBatchIn, EventBatchOut
 from .scoping import requires
 
@@ -27,4 +28,8 @@ def send_events(body: EventBatchIn) -> Response:
     result = ingest(session, body.events)
     suppress_unsubscribed(session, result.unsubscribes, {})  # each names its channel
     session.commit()
+    for status, count in (("accepted", result.accepted), ("duplicate", result.duplicates),
+                          ("rejected", result.rejected)):
+        if count:
+            EVENTS.labels(status).inc(count)
     return jsonify(result.as_json())

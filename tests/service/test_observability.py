@@ -46,3 +46,45 @@ def test_rate_limit_answers_429_with_retry_after(app: Any, api: Any) -> None:
     assert limited.get_json()["error"]["code"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
     # another key has its own bucket
     assert api.call("GET", "/v1/experiments", scope="admin").status_code == 200
+
+
+def test_decisions_events_refits_and_promotions_are_counted(app: Any, api: Any) -> None:
+    from prometheus_client import REGISTRY
+
+    from service import db as db_module
+    from service.learning import refit_all
+
+    def count(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "logged": count("nextbest_decisions_total", kind="logged"),
+        "default": count("nextbest_decisions_total", kind="default"),
+        "accepted": count("nextbest_events_total", status="accepted"),
+        "duplicate": count("nextbest_events_total", status="duplicate"),
+        "refit": count("nextbest_refits_total", status="not_a_bandit"),
+        "manual": count("nextbest_promotions_total", how="manual"),
+        "rollback": count("nextbest_promotions_total", how="rollback"),
+    }
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    decision = api.assign("spring-email", "c-1")
+    api.assign_batch("spring-email", [{"subject_id": f"b-{i}"} for i in range(3)])
+    from datetime import datetime, timezone
+
+    event = {"event_id": "e-1", "type": "conversion", "assignment_id": decision["assignment_id"],
+             "occurred_at": datetime.now(timezone.utc).isoformat()}
+    assert api.send_events([event])["accepted"] == 1
+    assert api.send_events([event])["duplicates"] == 1
+    with db_module.get_db(app).session() as session:
+        assert [r.status for r in refit_all(session, key="spring-email")] == ["not_a_bandit"]
+    assert api.call("POST", "/v1/experiments/spring-email/promote", json={"winner": "mens"}).status_code == 200
+    assert api.call("POST", "/v1/experiments/spring-email/rollback").status_code == 200
+    api.create_experiment(spring_email(key="paused-email", contact_policy=None))
+    api.assign("paused-email", "c-1")
+    assert count("nextbest_decisions_total", kind="logged") == before["logged"] + 4
+    assert count("nextbest_decisions_total", kind="default") == before["default"] + 1
+    assert count("nextbest_events_total", status="accepted") == before["accepted"] + 1
+    assert count("nextbest_events_total", status="duplicate") == before["duplicate"] + 1
+    assert count("nextbest_refits_total", status="not_a_bandit") == before["refit"] + 1
+    assert count("nextbest_promotions_total", how="manual") == before["manual"] + 1
+    assert count("nextbest_promotions_total", how="rollback") == before["rollback"] + 1
