@@ -121,7 +121,7 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
 
     jobs.start(app)
     _start_key_cache(app)
-    if str(app.config["NEXTBEST_DIRECT_ASSIGN"]).lower() in ("on", "1", "true", "yes"):
+    if config_module.switched_on(app.config, "NEXTBEST_DIRECT_ASSIGN"):
         from .direct_assign import DirectAssign
 
         app.wsgi_app = DirectAssign(app, app.wsgi_app)  # type: ignore[method-assign]
@@ -129,8 +129,7 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
 
 
 def _start_key_cache(app: OpenAPI) -> None:
-    enabled = str(app.config.get("NEXTBEST_KEY_CACHE", "off")).lower() in ("on", "1", "true", "yes")
-    if not enabled or not str(app.config["DATABASE_URL"]).startswith("postgresql"):
+    if not config_module.switched_on(app.config, "NEXTBEST_KEY_CACHE") or not str(app.config["DATABASE_URL"]).startswith("postgresql"):
         return
     from . import keycache
 

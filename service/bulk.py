@@ -156,7 +156,8 @@ def _pg_copy(session: Session, table: Any, columns: list[str], rows: Sequence[di
     format when every column has a binary type here, which spares the client formatting each value
     as text (most of a 100,000-row COPY's client time, taken from the thread encoding the answer)."""
     as_json = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
-    binary_types = [_copy_type(table.c[c], session.get_bind().dialect) for c in columns]
+    dialect = session.get_bind().dialect
+    binary_types = [_copy_type(table.c[c], dialect) for c in columns]
     binary = all(binary_types)
     values = operator.itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
     col_list = ", ".join(f'"{c}"' for c in columns)

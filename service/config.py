@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 DEFAULTS: dict[str, Any] = {
@@ -40,6 +41,11 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config.update(overrides or {})
     config["DATABASE_URL"] = normalise_database_url(str(config["DATABASE_URL"]))
     return config
+
+
+def switched_on(config: Mapping[str, Any], key: str) -> bool:
+    """An on/off setting: "on", "1", "true" or "yes" (any case) turn it on; unset means its default."""
+    return str(config.get(key, DEFAULTS[key])).lower() in ("on", "1", "true", "yes")
 
 
 def normalise_database_url(url: str) -> str:

@@ -27,7 +27,10 @@ from flask import Flask, g
 from werkzeug.http import HTTP_STATUS_CODES
 
 from . import db, errors, observability
+from .api.decisions import decide_one, store_and_answer
+from .app import is_migrated, may_be_deep_or_hold_nul
 from .auth import caller_for
+from .schemas import AssignRequest
 
 ENDPOINT = "decisions.assign"
 PATH = "/v1/assign"
@@ -66,10 +69,6 @@ class DirectAssign:
 
     def _answer(self, environ: dict[str, Any], raw: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
         """Status, headers and body, or None to let Flask answer. Runs in an app context, as the route does."""
-        from .api.decisions import decide_one, store_and_answer
-        from .app import is_migrated, may_be_deep_or_hold_nul
-        from .schemas import AssignRequest
-
         app = self.app
         if not is_migrated(app) or may_be_deep_or_hold_nul(raw):
             return None

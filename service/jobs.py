@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from .clock import utcnow
+from .config import switched_on
 from .db import Database
 from .leases import holder_name
 from .models import Experiment
@@ -89,7 +90,7 @@ class JobThread(threading.Thread):
 
 
 def start(app: Any) -> JobThread | None:
-    if str(app.config.get("NEXTBEST_JOBS", "off")).lower() not in ("on", "1", "true", "yes"):
+    if not switched_on(app.config, "NEXTBEST_JOBS"):
         return None
     from .db import get_db
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .config import switched_on
 from .errors import ApiError
 
 REQUESTS = Counter("nextbest_requests_total", "HTTP requests", ["endpoint", "method", "status"])
@@ -123,7 +124,7 @@ def request_id(given: str | None) -> str:
 
 def init_app(app: Flask) -> None:
     configure_logging(str(app.config["NEXTBEST_LOG_LEVEL"]))
-    access_log = str(app.config.get("NEXTBEST_ACCESS_LOG", "on")).lower() in ("on", "1", "true", "yes")
+    access_log = switched_on(app.config, "NEXTBEST_ACCESS_LOG")
     rate = float(app.config.get("NEXTBEST_RATE_LIMIT_PER_SECOND", 0) or 0)
     limiter = RateLimiter(rate, max(rate * 2, 1.0)) if rate > 0 else None
     app.extensions["nextbest.ratelimiter"] = limiter
