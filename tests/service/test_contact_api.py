@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from service import db as db_module
@@ -12,7 +13,14 @@ from service.clock import utcnow
 from service.models import Assignment
 from tests.conftest import spring_email
 
-NOW = datetime.now(timezone.utc)
+NOW: datetime  # the time each test starts, set by _now: never read at import, when a busy machine
+# may start the test minutes later
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    global NOW
+    NOW = utcnow()
 
 
 def iso(moment: datetime) -> str:

@@ -11,10 +11,18 @@ from sqlalchemy import func, select, text, update
 
 from service import create_app
 from service import db as db_module
+from service.clock import utcnow
 from service.models import Assignment, AuditEntry, DecisionCustomOutcome, DecisionOutcome, Event
 from tests.conftest import spring_email
 
-NOW = datetime.now(timezone.utc)
+NOW: datetime  # the time each test starts, set by _now: never read at import, when a busy machine
+# may start the test minutes later
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    global NOW
+    NOW = utcnow()
 
 
 def iso(moment: datetime) -> str:
