@@ -218,9 +218,11 @@ def _register_openapi_routes(app: OpenAPI) -> None:
 
     @app.get("/metrics", doc_ui=False)
     def metrics() -> Response:
-        """Prometheus metrics of every worker (admin key)."""
-        check_request(db_module.session, "admin")
-        return observability.metrics_response()
+        """Prometheus metrics of every worker (a metrics or admin key)."""
+        from .metrics_state import DatabaseState
+
+        check_request(db_module.session, "metrics")
+        return observability.metrics_response(DatabaseState(db_module.get_db(app)))
 
     @app.get("/docs", doc_ui=False)
     def docs() -> Response:

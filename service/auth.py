@@ -21,8 +21,9 @@ from .clock import utcnow
 from .errors import ApiError
 from .models import ApiKey
 
-Scope = Literal["channel", "analyst", "admin"]
-SCOPES: tuple[Scope, ...] = ("channel", "analyst", "admin")
+Scope = Literal["channel", "analyst", "admin", "metrics"]
+# `metrics` reads /metrics and nothing else, so a monitoring system never holds a key that can erase.
+SCOPES: tuple[Scope, ...] = ("channel", "analyst", "admin", "metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,32 +38,43 @@ def hash_secret(secret: str) -> str:
 
 
 def create_key(session: Session, name: str, scope: str) -> tuple[ApiKey, str]:
-    """Create a key; the full secret is returned once and never stored."""
+    """Create a key; the full secret is returned once and never stored. Names are unique, so a name
+    always means one key (`keys revoke NAME` never hits two)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    if not name.strip():
+    name = name.strip()
+    if not name:
         raise ValueError("a key needs a name")
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == name).limit(1)) is not None:
+        raise ApiError(409, f"a key named {name!r} already exists; choose another name", code="duplicate_key")
     prefix = secrets.token_hex(6)
     token = f"nb_{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(name=name.strip(), scope=scope, prefix=prefix, secret_hash=hash_secret(token), created_at=utcnow())
+    key = ApiKey(name=name, scope=scope, prefix=prefix, secret_hash=hash_secret(token), created_at=utcnow())
     session.add(key)
     session.flush()
     return key, token
 
 
-def revoke_key(session: Session, ident: str) -> int:
-    """Revoke by id, prefix or name; returns how many keys were revoked."""
+def revoke_key(session: Session, ident: str) -> ApiKey:
+    """Revoke the one active key with this id, prefix or name; 404 when none, 409 when several match
+    (keys made before names were unique may share one: revoke those by id)."""
     clause = ApiKey.prefix == ident
     if ident.isdigit():
         clause = clause | (ApiKey.id == int(ident))
     clause = clause | (ApiKey.name == ident)
-    result = session.execute(
-        update(ApiKey).where(clause, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
-    )
+    matches = list(session.scalars(select(ApiKey).where(clause, ApiKey.revoked_at.is_(None)).order_by(ApiKey.id)))
+    if not matches:
+        raise ApiError(404, f"no active key matches {ident!r}")
+    if len(matches) > 1:
+        ids = ", ".join(str(k.id) for k in matches)
+        raise ApiError(409, f"{len(matches)} active keys match {ident!r} (ids {ids}); revoke one by its id",
+                       code="ambiguous_key")
+    key = matches[0]
+    session.execute(update(ApiKey).where(ApiKey.id == key.id).values(revoked_at=utcnow()))
     if session.get_bind().dialect.name == "postgresql":
         # Delivered at commit to every worker's key cache (service/keycache.py).
         session.execute(text("SELECT pg_notify('nextbest_keys', 'revoked')"))
-    return result.rowcount or 0
+    return key
 
 
 def authenticate(open_session: Callable[[], Session], token: str, cache: Any = None) -> Caller | None:

@@ -1,16 +1,55 @@
-"""The `nextbest` command line: serve, migrate, keys, import, report, jobs, demo."""
+"""The `nextbest` command line: serve, migrate, keys, experiments, import, report, jobs, demo.
+
+Failures are one line on stderr with a distinct exit code (see EXIT_CODES), never a
+traceback unless `--debug` is given.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import config as config_module
 from . import db as db_module
+from .errors import ApiError
+
+# 2 is click's own code for a usage error (an unknown option, a missing argument).
+EXIT_CODES = {"error": 1, "usage": 2, "not_found": 3, "invalid": 4, "database_unavailable": 5}
+
+
+class _Cli(click.Group):
+    """The `nextbest` group: service errors become one line and an exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # every failure: one line, an exit code, the traceback only with --debug
+            if ctx.params.get("debug") or ctx.meta.get("nextbest.debug"):
+                traceback.print_exc()
+            message, code = _explain(exc)
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(code)
+
+
+def _explain(exc: Exception) -> tuple[str, int]:
+    if isinstance(exc, ApiError):
+        code = {404: "not_found", 503: "database_unavailable"}.get(exc.status, "invalid")
+        return exc.message, EXIT_CODES[code]
+    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return (f"the database cannot be reached ({exc.__class__.__name__}); check DATABASE_URL",
+                EXIT_CODES["database_unavailable"])
+    if isinstance(exc, (ValueError, json.JSONDecodeError)):
+        return str(exc), EXIT_CODES["invalid"]
+    return f"{exc.__class__.__name__}: {exc} (run with --debug for the traceback)", EXIT_CODES["error"]
 
 
 def _database() -> db_module.Database:
@@ -19,12 +58,20 @@ def _database() -> db_module.Database:
 
 def _require_migrated(database: db_module.Database) -> None:
     if database.current_revision() != db_module.head_revision():
-        raise click.ClickException("the database is not at the latest migration; run `nextbest db upgrade` first")
+        raise ApiError(503, "the database is not at the latest migration; run `nextbest db upgrade` first")
 
 
-@click.group()
-def main() -> None:
-    """nextbest: experiments and bandits for next-best-offer marketing."""
+@click.group(cls=_Cli)
+@click.version_option(metadata.version("nextbest"), prog_name="nextbest")
+@click.option("--debug", is_flag=True, help="show the traceback of a failure")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """nextbest: experiments and bandits for next-best-offer marketing.
+
+    Exit codes: 0 success, 1 unexpected error, 2 usage, 3 not found, 4 invalid input or a
+    conflict, 5 database unreachable or not migrated.
+    """
+    ctx.meta["nextbest.debug"] = debug
 
 
 @main.command()
@@ -59,13 +106,33 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at revision {db_module.Database(url).current_revision()}")
 
 
+@db.command("downgrade", context_settings={"ignore_unknown_options": True})
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Undo migrations down to REVISION (e.g. `-1`, or a revision id)."""
+    from alembic import command
+
+    url = config_module.load()["DATABASE_URL"]
+    command.downgrade(db_module.alembic_config(url), revision)
+    click.echo(f"database at revision {db_module.Database(url).current_revision()}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the database's revision and the latest one this release knows."""
+    current = _database().current_revision()
+    head = db_module.head_revision()
+    state = "up to date" if current == head else "run `nextbest db upgrade`"
+    click.echo(f"current {current or '(empty)'}, latest {head}: {state}")
+
+
 @main.group()
 def keys() -> None:
     """API keys."""
 
 
 @keys.command("create")
-@click.option("--scope", type=click.Choice(["channel", "analyst", "admin"]), required=True)
+@click.option("--scope", type=click.Choice(["channel", "analyst", "admin", "metrics"]), required=True)
 @click.option("--name", required=True)
 def keys_create(scope: str, name: str) -> None:
     """Create a key; its secret is printed once, on the last line."""
@@ -96,15 +163,111 @@ def keys_list() -> None:
 @keys.command("revoke")
 @click.argument("ident")
 def keys_revoke(ident: str) -> None:
-    """Revoke a key by id, prefix or name; takes effect at once on every worker."""
+    """Revoke one key by id, prefix or name; takes effect at once on every worker."""
     from .auth import revoke_key
 
     database = _database()
     with database.session() as session:
-        count = revoke_key(session, ident)
-    if not count:
-        raise click.ClickException(f"no active key matches {ident!r}")
-    click.echo(f"revoked {count} key(s)")
+        key = revoke_key(session, ident)
+    click.echo(f"revoked key {key.name!r} (id {key.id}, prefix {key.prefix})")
+
+
+@main.group()
+def experiments() -> None:
+    """Experiments: create from a spec file, list, show, start, pause, conclude."""
+
+
+@experiments.command("create")
+@click.option("-f", "--file", "spec_file", required=True, type=click.File("r"),
+              help="the experiment spec as JSON (the body of POST /v1/experiments); - for stdin")
+def experiments_create(spec_file: Any) -> None:
+    """Create an experiment in draft from a spec file; the whole spec is validated."""
+    from pydantic import ValidationError
+
+    from experiments.spec import ExperimentSpec
+
+    from .store import experiments as store
+
+    try:
+        spec = ExperimentSpec.model_validate(json.load(spec_file))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(spec)'}: {e['msg']}" for e in exc.errors())
+        raise ApiError(422, f"invalid spec: {problems}") from None
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        experiment = store.create(session, spec, "cli")
+        click.echo(f"created experiment {experiment.key!r} (draft); start it with "
+                   f"`nextbest experiments start {experiment.key}`")
+
+
+@experiments.command("list")
+@click.option("--status", type=click.Choice(["draft", "running", "paused", "concluded"]), default=None)
+def experiments_list(status: str | None) -> None:
+    """One line per experiment: key, status, allocation, winner, name."""
+    from sqlalchemy import select
+
+    from .models import Experiment
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        query = select(Experiment).order_by(Experiment.id)
+        if status:
+            query = query.where(Experiment.status == status)
+        for experiment in session.scalars(query):
+            allocation = (experiment.spec or {}).get("allocation", {})
+            kind = allocation.get("policy", {}).get("name") if allocation.get("type") == "bandit" else "fixed"
+            click.echo(f"{experiment.key}\t{experiment.status}\t{kind}\t{experiment.winner_arm or '-'}\t"
+                       f"{experiment.name}")
+
+
+@experiments.command("show")
+@click.argument("key")
+def experiments_show(key: str) -> None:
+    """The stored experiment as JSON, as GET /v1/experiments/KEY returns it."""
+    from .store import experiments as store
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        click.echo(json.dumps(store.to_json(store.get(session, key)), indent=2))
+
+
+def _lifecycle(key: str, action: str, reason: str | None, winner: str | None = None) -> None:
+    from .store import experiments as store
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        experiment = store.get(session, key, for_update=True)
+        store.apply_action(session, experiment, action, "cli", winner=winner, reason=reason)
+        click.echo(f"{experiment.key}: {experiment.status}")
+
+
+@experiments.command("start")
+@click.argument("key")
+@click.option("--reason", default=None)
+def experiments_start(key: str, reason: str | None) -> None:
+    """Start a draft, or resume a paused experiment."""
+    _lifecycle(key, "start", reason)
+
+
+@experiments.command("pause")
+@click.argument("key")
+@click.option("--reason", default=None)
+def experiments_pause(key: str, reason: str | None) -> None:
+    """Pause: channels get the control arm until it is started again."""
+    _lifecycle(key, "pause", reason)
+
+
+@experiments.command("conclude")
+@click.argument("key")
+@click.option("--winner", default=None, help="the arm every channel gets from now on")
+@click.option("--reason", default=None)
+def experiments_conclude(key: str, winner: str | None, reason: str | None) -> None:
+    """Conclude, optionally naming the winner."""
+    _lifecycle(key, "conclude", reason, winner)
 
 
 @main.command("import")
@@ -122,10 +285,31 @@ def import_history(experiment: str, file: Path, fmt: str | None, columns: str | 
     database = _database()
     _require_migrated(database)
     fmt = fmt or ("ndjson" if file.suffix in (".ndjson", ".jsonl") else "csv")
-    with database.session() as session:
+    with database.session() as session, _progress("storing decisions") as progress:
         result = import_file(session, experiment, file.read_bytes(), fmt, columns,
-                             generate_subject_ids=generate_subject_ids)
+                             generate_subject_ids=generate_subject_ids, progress=progress)
     click.echo(json.dumps(result, indent=2))
+
+
+class _progress:
+    """A click progress bar on stderr, started by the first report of (done, total)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
 
 @main.command()

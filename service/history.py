@@ -7,6 +7,7 @@ row, so sending the same file again imports nothing twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -26,8 +27,11 @@ _CHUNK = 20_000
 
 
 def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str | None = None,
-                max_rows: int = 2_000_000, actor: str = "cli", generate_subject_ids: bool = False) -> dict[str, Any]:
-    """Validate and store every good row; answer with counts and the rejected line numbers."""
+                max_rows: int = 2_000_000, actor: str = "cli", generate_subject_ids: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Validate and store every good row; answer with counts and the rejected line numbers.
+
+    `progress(done, total)` hears of each stored chunk of decisions (the CLI's progress bar)."""
     experiment = store.get(session, key)
     spec = store.spec_of(experiment)
     try:
@@ -95,6 +99,8 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
     for start in range(0, len(decisions), _CHUNK):
         new_ids.update(bulk_write(session, Assignment, decisions[start:start + _CHUNK], conflict=["id"],
                                   on_conflict="nothing", returning="id"))
+        if progress is not None:
+            progress(min(start + _CHUNK, len(decisions)), len(decisions))
     fresh = lambda rows: [r for r in rows if r["assignment_id"] in new_ids]  # noqa: E731
     for model, rows in ((Event, fresh(events)), (DecisionOutcome, fresh(outcomes)),
                         (DecisionCustomOutcome, fresh(custom))):

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -31,7 +31,12 @@ DECISIONS = Counter("nextbest_decisions_total", "decisions answered", ["kind"])
 EVENTS = Counter("nextbest_events_total", "events received", ["status"])
 REFITS = Counter("nextbest_refits_total", "policy refits", ["status"])
 PROMOTIONS = Counter("nextbest_promotions_total", "promotions", ["how"])
-ERRORS = Counter("nextbest_errors_total", "unexpected errors (500)", [])
+ERRORS = Counter("nextbest_errors_total", "unexpected errors (500): each one is a bug", [])
+UNAVAILABLE = Counter("nextbest_unavailable_total",
+                      "expected 503 answers (database away or not migrated), with Retry-After", [])
+JOB_LAST_SUCCESS = Gauge("nextbest_job_last_success_timestamp_seconds",
+                         "when each periodic job last finished without error (Unix time)", ["job"],
+                         multiprocess_mode="max")
 
 
 class JsonFormatter(logging.Formatter):
@@ -96,7 +101,9 @@ class RequestRecorder:
         counter, histogram = self._metrics_for(endpoint, method, status)
         counter.inc()
         histogram.observe(elapsed)
-        if status >= 500:
+        if status == 503:
+            UNAVAILABLE.inc()
+        elif status >= 500:
             ERRORS.inc()
         log = self._log
         if self.access_log and log.isEnabledFor(logging.INFO):
@@ -153,11 +160,22 @@ def check_rate_limit(key_id: int) -> None:
         raise ApiError(429, "rate limit exceeded for this key; slow down", headers={"Retry-After": f"{max(1, round(wait))}"})
 
 
-def metrics_response() -> Response:
+def job_succeeded(job: str) -> None:
+    """Record that a periodic job (refit, promotion, webhooks) finished without error."""
+    JOB_LAST_SUCCESS.labels(job).set(time.time())
+
+
+def metrics_response(state: Any = None) -> Response:
+    """Every worker's counters, plus `state` (a collector of what the database holds now)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry)
         data = generate_latest(registry)
     else:
         data = generate_latest()
-    return Response(data, mimetype=CONTENT_TYPE_LATEST)
+    if state is not None:
+        scraped = CollectorRegistry()
+        scraped.register(state)
+        data += generate_latest(scraped)
+    # content_type, not mimetype: the constant already names its charset.
+    return Response(data, content_type=CONTENT_TYPE_LATEST)

@@ -73,7 +73,7 @@ def test_revocation_takes_effect_at_once(app: Any, client: Any, keys: dict[str, 
     from service.auth import revoke_key
 
     with db_module.get_db(app).session() as session:
-        assert revoke_key(session, "test-analyst") == 1
+        assert revoke_key(session, "test-analyst").name == "test-analyst"
     response = client.get("/v1/experiments", headers=headers)
     assert response.status_code == 401
 
