@@ -21,6 +21,7 @@ from .config import switched_on
 from .db import Database
 from .leases import holder_name
 from .models import Experiment
+from .observability import job_succeeded
 
 log = logging.getLogger("nextbest.jobs")
 
@@ -59,6 +60,7 @@ def run_once(database: Database, holder: str | None = None) -> dict[str, Any]:
                       ("webhooks", lambda: _with_session(database, deliver_due))):
         try:
             summary[name] = job()
+            job_succeeded(name)
         except OperationalError as exc:  # database away: one line, the next pass retries
             log.warning("job %s skipped: database unavailable (%s)", name, exc.__class__.__name__)
             summary[name] = "database_unavailable"

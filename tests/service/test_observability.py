@@ -88,3 +88,23 @@ def test_decisions_events_refits_and_promotions_are_counted(app: Any, api: Any) 
     assert count("nextbest_refits_total", status="not_a_bandit") == before["refit"] + 1
     assert count("nextbest_promotions_total", how="manual") == before["manual"] + 1
     assert count("nextbest_promotions_total", how="rollback") == before["rollback"] + 1
+
+
+def test_metrics_show_job_success_and_policy_age_and_take_a_metrics_key(app: Any, api: Any) -> None:
+    from service import db as db_module
+    from service.auth import create_key
+    from service.jobs import run_once
+
+    api.create_experiment(spring_email(key="ts", contact_policy=None,
+                                       allocation={"type": "bandit", "policy": {"name": "thompson_sampling"}}),
+                          start=True)
+    run_once(db_module.get_db(app))
+    with db_module.get_db(app).session() as session:
+        _, token = create_key(session, "prometheus", "metrics")
+    scraped = api.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert scraped.status_code == 200
+    lines = scraped.get_data(as_text=True).splitlines()
+    for job in ("refit", "webhooks"):
+        assert any(line.startswith(f'nextbest_job_last_success_timestamp_seconds{{job="{job}"}}') for line in lines)
+    assert 'nextbest_policy_version{experiment="ts"} 1.0' in lines
+    assert api.client.get("/v1/experiments", headers={"Authorization": f"Bearer {token}"}).status_code == 403
