@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PORT ?= 8000
 
-.PHONY: install test test-fast demo serve bench loadtest clean
+.PHONY: install test test-fast demo serve stop bench loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +24,13 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nextbest demo
 
+# Migrate, then serve on 127.0.0.1:$(PORT) in the background; returns once the API answers.
 serve: $(STAMP)
 	$(BIN)/nextbest db upgrade
-	$(BIN)/nextbest serve
+	$(BIN)/nextbest serve --port $(PORT) --background
+
+stop: $(STAMP)
+	$(BIN)/nextbest stop
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
@@ -36,4 +41,4 @@ loadtest: $(STAMP)
 	$(BIN)/python bench/faulttest.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache nextbest.sqlite3*
+	rm -rf $(VENV) *.egg-info .pytest_cache nextbest.sqlite3* tour.sqlite3* nextbest.log nextbest.pid

@@ -79,7 +79,14 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int, help="gunicorn worker processes")
 @click.option("--threads", default=4, show_default=True, type=int, help="threads per worker")
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--background", is_flag=True,
+              help="start the server in the background and return once it answers /readyz")
+@click.option("--pid-file", default="nextbest.pid", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="with --background: where the server's pid goes (`nextbest stop` reads it)")
+@click.option("--log-file", default="nextbest.log", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="with --background: where the server's output goes")
+def serve(host: str, port: int, workers: int, threads: int, background: bool, pid_file: Path,
+          log_file: Path) -> None:
     """Serve the API under gunicorn."""
     database = _database()
     _require_migrated(database)
@@ -87,9 +94,26 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     if workers > 1 and not config_module.load().get("NEXTBEST_SECRET_KEY"):
         click.echo("warning: NEXTBEST_SECRET_KEY is not set; dashboard sign-ins will not survive a change of "
                    "worker. Set it to a long random string.", err=True)
+    if background:
+        from .background import start_in_background
+
+        pid = start_in_background(["serve", "--host", host, "--port", str(port), "--workers", str(workers),
+                                   "--threads", str(threads)], host, port, pid_file, log_file)
+        click.echo(f"serving on http://{host}:{port} (pid {pid}, log in {log_file}); stop it with `nextbest stop`")
+        return
     from .wsgi_server import run
 
     run(host=host, port=port, workers=workers, threads=threads)
+
+
+@main.command()
+@click.option("--pid-file", default="nextbest.pid", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
+def stop(pid_file: Path) -> None:
+    """Stop a server started with `serve --background`; in-flight requests finish first."""
+    from .background import stop_background
+
+    pid = stop_background(pid_file)
+    click.echo(f"stopped the server (pid {pid})" if pid else "no server was running")
 
 
 @main.group()
