@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -147,6 +148,37 @@ def leader(report: dict[str, Any]) -> Leader | None:
         significant=bool(best.get("significant")) and not best["is_control"],
         is_control=best["is_control"],
     )
+
+
+def actor_label(actor: str) -> str:
+    """Who acted, in words: a job's holder id (`jobs:host:pid:thread`) becomes "the jobs on host"."""
+    kind, sep, rest = actor.partition(":")
+    if sep and rest.count(":") >= 2 and kind in ("jobs", "cli", "promotion", "refit", "worker"):
+        host = rest.split(":", 1)[0]
+        return {"jobs": "service jobs", "cli": "command line"}.get(kind, f"{kind} job") + f" on {host}"
+    return actor
+
+
+def history_rows(entries: Sequence[Any]) -> list[dict[str, Any]]:
+    """Audit entries newest first, in words; runs of refits fold into one line, so they never flood the history."""
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        if entry.action == "refit" and rows and rows[-1]["action"] == "refit":
+            folded = rows[-1]
+            folded["count"] += 1
+            folded["summary"] = f"{folded['count']} refits; the newest: {folded['first_summary']}"
+            continue
+        summary = audit_summary(entry.action, entry.details)
+        rows.append({"when": when(entry.created_at), "actor": actor_label(entry.actor),
+                     "action": entry.action, "summary": summary, "first_summary": summary, "count": 1})
+    return rows
+
+
+def status_label(experiment: dict[str, Any]) -> str:
+    """The state a person needs: a running experiment with a promoted winner says so."""
+    if experiment.get("status") == "running" and experiment.get("winner"):
+        return f"promoted: {experiment['winner']}"
+    return str(experiment.get("status", ""))
 
 
 def audit_summary(action: str, details: dict[str, Any] | None) -> str:

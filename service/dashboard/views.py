@@ -19,6 +19,7 @@ from ..errors import ApiError
 from ..models import Experiment
 from ..store import experiments as store
 from . import bp, charts, present, queries, signin
+from . import subjects as _subjects  # noqa: F401  (registers the subject pages on bp)
 
 log = logging.getLogger("nextbest")
 
@@ -82,8 +83,8 @@ def _http_error(exc: HTTPException) -> tuple[str, int]:
 
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> tuple[str, int]:
-    return render_template("dashboard/error.html", code=exc.status, title="Not possible", message=exc.message), \
-        exc.status
+    title = {404: "Not found", 409: "Not possible now", 422: "Invalid input"}.get(exc.status, "Not possible")
+    return render_template("dashboard/error.html", code=exc.status, title=title, message=exc.message), exc.status
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,11 +208,8 @@ def experiment(key: str) -> str:
             for c in charts.report_charts(report, labels, metric_name)
         ]
         leader = present.leader(report)
-    audit = [
-        {"when": present.when(e.created_at), "actor": e.actor, "action": e.action,
-         "summary": present.audit_summary(e.action, e.details)}
-        for e in reversed(store.audit_entries(database, experiment))
-    ]
+    audit = present.history_rows(list(reversed(store.audit_entries(database, experiment))))
+    decision, decision_problem = _promotion_decision(database, experiment)
     return render_template(
         "dashboard/experiment.html",
         experiment=store.to_json(experiment),
@@ -226,7 +224,70 @@ def experiment(key: str) -> str:
         charts=chart_list,
         audit=audit,
         actions=lifecycle.allowed_actions(experiment.status),
+        decision=decision,
+        decision_problem=decision_problem,
+        status_label=present.status_label(store.to_json(experiment)),
     )
+
+
+def _promotion_decision(database: Session, experiment: Experiment) -> tuple[dict[str, Any] | None, str | None]:
+    """What `GET .../decision` says, for the checklist; a failure is shown, never a 500."""
+    from ..promotion import decide, decision_json
+
+    if experiment.status != "running":
+        return None, None
+    try:
+        return decision_json(experiment, decide(database, experiment)), None
+    except ApiError as exc:
+        return None, exc.message
+    except Exception:
+        log.exception("promotion decision of %s failed on the dashboard", experiment.key)
+        database.rollback()
+        return None, "The promotion rule could not be evaluated; the error has been logged."
+
+
+@bp.post("/experiments/<key>/promote")
+def promote_action(key: str) -> Response:
+    """Promote a winner by hand: the same atomic path, audit record and webhooks as `POST .../promote`."""
+    from ..promotion import promote
+
+    database = db.session()
+    experiment = store.get(database, key)
+    winner = request.form.get("winner") or ""
+    reason = (request.form.get("reason") or "").strip()[:500] or None
+    spec = store.spec_of(experiment)
+    if winner not in {arm.key for arm in spec.arms}:
+        flash(f"Choose an arm to promote ({winner!r} is not one).", "error")
+    elif experiment.status != "running" or experiment.winner_arm is not None:
+        flash(f"Only a running experiment without a promoted winner can be promoted; it is "
+              f"{present.status_label(store.to_json(experiment))}.", "error")
+    else:
+        holdback = spec.promotion.holdback if spec.promotion else 0.0
+        if promote(database, experiment, winner, g.analyst.name, holdback=holdback,
+                   reason=reason or "promoted from the dashboard"):
+            flash(f"Promoted {winner}.", "ok")
+        else:
+            flash("The experiment changed meanwhile; nothing was promoted.", "error")
+    return redirect(url_for(".experiment", key=key), 303)
+
+
+@bp.post("/experiments/<key>/rollback")
+def rollback_action(key: str) -> Response:
+    """Undo a promotion: the same path, audit record and webhooks as `POST .../rollback`."""
+    from ..promotion import rollback
+
+    database = db.session()
+    experiment = store.get(database, key)
+    reason = (request.form.get("reason") or "").strip()[:500] or "rolled back from the dashboard"
+    try:
+        done = rollback(database, experiment, g.analyst.name, reason)
+    except ApiError as exc:
+        database.rollback()
+        flash(exc.message, "error")
+    else:
+        flash("Rolled back to the configured allocation." if done else
+              "The experiment changed meanwhile; nothing was rolled back.", "ok" if done else "error")
+    return redirect(url_for(".experiment", key=key), 303)
 
 
 @bp.post("/experiments/<key>/lifecycle")

@@ -235,3 +235,62 @@ def test_sample_ratio_mismatch_warning_is_seen_first(browser: Any, live: Live) -
     assert driver.find_element(By.ID, "srm-warning").is_displayed()
     screenshot(driver, "srm-390x844", live)
     assert console_errors(driver) == []
+
+
+def test_analyst_promotes_from_the_checklist_and_looks_up_a_customer(browser: Any, live: Live) -> None:
+    import requests
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.dashboard._data import bandit_ndjson, bandit_spec
+
+    analyst = {"Authorization": f"Bearer {live.analyst_key}"}
+    assert requests.post(f"{live.base_url}/v1/experiments", json=bandit_spec(), headers=analyst,
+                         timeout=30).status_code == 201
+    imported = requests.post(f"{live.base_url}/v1/experiments/bandit-banner/import", data=bandit_ndjson(),
+                             headers={**analyst, "Content-Type": "application/x-ndjson"}, timeout=60)
+    assert imported.status_code == 200, imported.text
+    decision = requests.post(f"{live.base_url}/v1/assign", headers={"Authorization": f"Bearer {live.channel_key}"},
+                             json={"experiment": "skewed-split", "subject_id": "c-browser", "channel": "email"},
+                             timeout=30).json()
+    assert decision["assignment_id"], decision
+
+    driver = browser
+    viewport(driver, LAPTOP)
+    driver.get_log("browser")
+    sign_in(driver, live, live.analyst_key)
+
+    # The bandit's allocation, day by day.
+    driver.get(f"{live.base_url}/dashboard/experiments/bandit-banner")
+    chart = driver.find_element(By.CSS_SELECTOR, "#chart-allocation svg")
+    assert chart.size["width"] > 300 and chart.size["height"] > 100, chart.size
+    screenshot(driver, "bandit-allocation-1366x900", live)
+
+    # The promotion checklist says what holds; promote by hand, then roll back.
+    driver.get(f"{live.base_url}/dashboard/experiments/skewed-split")
+    items = driver.find_elements(By.CSS_SELECTOR, "#promotion-conditions li")
+    assert items and any("failed" in item.get_attribute("class") for item in items)
+    assert any("srm" in item.get_attribute("data-condition") for item in items)
+    screenshot(driver, "promotion-panel-1366x900", live)
+    driver.find_element(By.CSS_SELECTOR, '#promote-winner option[value="mens"]').click()
+    driver.find_element(By.ID, "action-promote").click()
+    WebDriverWait(driver, 10).until(ec.text_to_be_present_in_element((By.ID, "status"), "PROMOTED: MENS"))
+    assert "Promoted mens." in text(driver, ".flash-ok")
+    driver.find_element(By.ID, "action-rollback").click()
+    WebDriverWait(driver, 10).until(ec.text_to_be_present_in_element((By.ID, "status"), "RUNNING"))
+    assert "Rolled back" in text(driver, ".flash-ok")
+    assert "rollback" in text(driver, "#audit tbody tr:first-child")
+
+    # A customer: look them up, open a decision's explanation.
+    driver.find_element(By.ID, "nav-subjects").click()
+    driver.find_element(By.ID, "subject_id").send_keys("c-browser")
+    driver.find_element(By.CSS_SELECTOR, "#subject-lookup button").click()
+    WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "decisions")))
+    assert text(driver, "#subject-id") == "c-browser"
+    assert "skewed-split" in text(driver, "#decisions")
+    screenshot(driver, "subject-1366x900", live)
+    driver.find_element(By.CSS_SELECTOR, "#decisions a.explain-link").click()
+    WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "explanation")))
+    assert "c-browser" in text(driver, "#explanation") and decision["arm"] in text(driver, "#explanation")
+    assert console_errors(driver) == []

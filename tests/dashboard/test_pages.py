@@ -143,7 +143,7 @@ def test_revoked_key_ends_the_session_at_once(app: Any, client: Any, keys: dict[
     sign_in(client, keys["analyst"])
     assert client.get("/dashboard/").status_code == 200
     with db_module.get_db(app).session() as session:
-        assert revoke_key(session, "test-analyst") == 1
+        assert revoke_key(session, "test-analyst").name == "test-analyst"
     response = client.get("/dashboard/")
     assert response.status_code == 303 and response.headers["Location"].startswith("/dashboard/login")
     login = client.get(response.headers["Location"])

@@ -1,0 +1,55 @@
+"""Subject pages: one customer's profile, engagement, value, best channel, suppressions and recent
+decisions, each decision linking to its explanation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import redirect, render_template, request, url_for
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from .. import db
+from ..explain import explain
+from ..models import Experiment
+from ..profiles import profile
+from . import bp
+
+
+@bp.get("/subjects")
+def subject_lookup() -> Response | str:
+    """The look-up form; a submitted id goes to its page."""
+    subject_id = (request.args.get("subject_id") or "").strip()
+    if subject_id:
+        return redirect(url_for(".subject", subject_id=subject_id), 303)
+    return render_template("dashboard/subject_lookup.html")
+
+
+@bp.get("/subjects/<path:subject_id>")
+def subject(subject_id: str) -> str:
+    """What nextbest holds and computes for one subject, as `GET /v1/subjects/{id}` gives it."""
+    database = db.session()
+    body = profile(database, subject_id)
+    ids = {d["experiment_id"] for d in body["recent_decisions"]}
+    keys = dict(database.execute(select(Experiment.id, Experiment.key).where(Experiment.id.in_(ids))).all()) if ids else {}
+    for decision in body["recent_decisions"]:
+        decision["experiment"] = keys.get(decision["experiment_id"], "?")
+    return render_template("dashboard/subject.html", subject=body, attributes=_attribute_rows(body))
+
+
+@bp.get("/assignments/<assignment_id>")
+def assignment(assignment_id: str) -> str:
+    """Why one decision was made: policy, features, propensity and every contact rule checked."""
+    return render_template("dashboard/assignment.html", decision=explain(db.session(), assignment_id))
+
+
+def _attribute_rows(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """The supplied profile as (name, value) lines; nested values as compact JSON."""
+    import json
+
+    rows = []
+    for name, value in (body.get("attributes") or {}).items():
+        if value is None or value == {} or value == []:
+            continue
+        rows.append((name, value if isinstance(value, str) else json.dumps(value, sort_keys=True)))
+    return rows
