@@ -147,4 +147,4 @@ def test_cli_import(app: Any, api: Any, database_url: str, monkeypatch: pytest.M
     result = CliRunner().invoke(cli, ["import", "hillstrom", str(path), "--columns", HILLSTROM_COLUMNS,
                                         "--generate-subject-ids"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["imported"] == 100
+    assert json.loads(result.stdout)["imported"] == 100
