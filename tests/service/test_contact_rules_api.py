@@ -158,3 +158,15 @@ def test_the_explanation_lists_every_contact_rule_checked_with_its_value(api: An
     plain = api.assign("plain", "c-9", channel="email")
     rules = api.call("GET", f"/v1/assignments/{plain['assignment_id']}").get_json()["contact_rules"]
     assert rules and all("passed" in r for r in rules)
+
+
+def test_a_send_list_larger_than_the_fine_lock_limit_still_honours_the_cap(app: Any, api: Any) -> None:
+    from service.contact_locks import FINE_LOCK_LIMIT
+
+    start(api, max_per_subject={"count": 1, "per_seconds": 86400})
+    subjects = [{"subject_id": f"c-{i}"} for i in range(FINE_LOCK_LIMIT + 100)]
+    first = api.assign_batch("spring-email", subjects)
+    assert not any(a["no_offer"] for a in first)
+    again = api.assign_batch("spring-email", subjects[:50] + [{"subject_id": "new"}])
+    assert [a["reason"] for a in again] == ["frequency_cap"] * 50 + [None]
+    assert api.assign("spring-email", "c-3")["reason"] == "frequency_cap"
