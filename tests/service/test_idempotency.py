@@ -141,3 +141,39 @@ def test_the_client_with_a_tiny_timeout_stores_each_decision_once(app: Any, api:
     with db_module.get_db(app).engine.connect() as conn:
         stored = set(conn.execute(text("SELECT id FROM assignments")).scalars())
     assert {a.assignment_id for a in answers} | {single.assignment_id} == stored
+
+
+def test_the_client_never_re_sends_a_post_without_a_key() -> None:
+    import socket
+
+    import requests as http
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:  # a server that takes every request and never answers
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    client = Client(f"http://127.0.0.1:{listener.getsockname()[1]}", key="nb_x_y", timeout=0.2, retries=2,
+                    backoff=0.01)
+    try:
+        with pytest.raises(http.Timeout):
+            client.request("POST", "/v1/experiments", json={"key": "k"})
+        assert len(accepted) == 1
+        with pytest.raises(http.Timeout):
+            client.request("POST", "/v1/assign", json={}, idempotency_key="k-1")
+        deadline = time.monotonic() + 5
+        while len(accepted) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(accepted) == 4  # three tries, one key
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
