@@ -60,8 +60,9 @@ def serialise(session: Session, keys: list[int]) -> None:
     if len(keys) > FINE_LOCK_LIMIT:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CONTACT_LOCK})
         return
-    session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": CONTACT_LOCK})
-    if keys:
-        # unnest keeps the array's (ascending) order, so locks are always taken in one global order.
-        session.execute(text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-                        {"keys": sorted(keys)})
+    # One round trip, in array order (a function scan of unnest reads it in order): the shared
+    # contact lock first, then the fine keys ascending, so locks are always taken in one global order.
+    session.execute(text("SELECT count(CASE WHEN n = 1 THEN pg_advisory_xact_lock_shared(k) "
+                         "ELSE pg_advisory_xact_lock(k) END) "
+                         "FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS t(k, n)"),
+                    {"keys": [CONTACT_LOCK, *sorted(keys)]})
