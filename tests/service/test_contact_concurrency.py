@@ -125,3 +125,40 @@ def the_same_idempotent_batch_sent_four_times_at_once_is_stored_once(app: Any, a
     retried = send(0)
     assert retried.status_code == 200 and retried.content == done[0].content
     assert stored(app, "WHERE experiment_id = (SELECT id FROM experiments WHERE key = 'spring-email')") == 500
+
+
+def test_simultaneous_requests_under_a_cap_on_one_threaded_process(app: Any, api: Any, keys: dict[str, str]) -> None:
+    """The same rule on either database with one process of many threads (SQLite's write lock
+    serialises them; PostgreSQL's advisory locks)."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log(self, *args: Any) -> None:
+            pass
+
+    api.create_experiment(spring_email(contact_policy=CAP_ONE), start=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    headers = {"Authorization": f"Bearer {keys['channel']}"}
+    subjects = [f"c-{i}" for i in range(10)]
+
+    def send(i: int) -> list[Any]:
+        with requests.Session() as session:
+            if i % 2:  # half the senders use a batch of every subject
+                body = {"experiment": "spring-email", "channel": "email",
+                        "subjects": [{"subject_id": s} for s in subjects]}
+                return session.post(f"{url}/v1/assign/batch", headers=headers, json=body, timeout=60
+                                    ).json()["assignments"]
+            return [session.post(f"{url}/v1/assign", headers=headers, timeout=60,
+                                 json={"experiment": "spring-email", "subject_id": s, "channel": "email"}).json()
+                    for s in subjects]
+
+    try:
+        answers = [a for per_thread in together(6, send) for a in per_thread]
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    assert Counter(a["subject_id"] for a in answers if not a["no_offer"]) == Counter({s: 1 for s in subjects})
+    assert stored(app) == 10
