@@ -35,6 +35,17 @@ def _backends() -> list[Any]:
     ])]
 
 
+@pytest.fixture(autouse=True)
+def _real_time() -> Iterator[None]:
+    """Every test starts on the real clock: a test that moved the service's clock (simulations,
+    promotion and refit tests) must not shift the next test's decisions away from its events."""
+    from service import clock
+
+    clock.reset()
+    yield
+    clock.reset()
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> str | None:
     return normalise_database_url(PG_URL) if PG_URL else None
