@@ -114,7 +114,7 @@ def _email_delay(rng: np.random.Generator) -> float:
 HILLSTROM = {"control": 0.106, "mens": 0.183, "womens": 0.151}
 
 
-TS_PER_DAY = 600
+TS_PER_DAY = 900
 
 
 def _hillstrom_problem(seed: int) -> Problem:
