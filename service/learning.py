@@ -110,7 +110,7 @@ def training_examples(session: Session, experiment: Experiment, spec: Experiment
 def _received_within(session: Session, wait_seconds: int) -> Any:
     """SQL: the event was received within `wait_seconds` of its decision (end included)."""
     if session.get_bind().dialect.name == "postgresql":
-        return Event.received_at <= Assignment.created_at + timedelta(seconds=wait_seconds)
+        return Event.received_at <= Assignment.created_at + func.make_interval(0, 0, 0, 0, 0, 0, wait_seconds)
     # SQLite keeps timestamps as text; Julian days are exact to about 20 microseconds here.
     return func.julianday(Event.received_at) <= func.julianday(Assignment.created_at) + wait_seconds / 86400.0
 
@@ -146,9 +146,8 @@ def known_decisions(session: Session, experiment: Experiment, spec: ExperimentSp
               .join(Assignment, Assignment.id == Event.assignment_id)
               .where(*matured, Event.type.in_(sorted({reward.event, "conversion", "unsubscribe"})))
               .group_by(Event.assignment_id)).subquery()
-    columns = [Assignment.context, Assignment.arm_key, Assignment.created_at, Assignment.propensity,
-               earned.c.reward_events, earned.c.revenue, earned.c.unsubscribes]
-    query = select(*columns).select_from(Assignment).outerjoin(earned, earned.c.assignment_id == Assignment.id)
+    columns = [Assignment.id, Assignment.context, Assignment.arm_key, Assignment.created_at, Assignment.propensity]
+    query = select(*columns).select_from(Assignment)
     if reward.type == "ltv_adjusted":
         from .models import Subject, SubjectValue
         from .report_queries import subject_value_sql
@@ -157,14 +156,18 @@ def known_decisions(session: Session, experiment: Experiment, spec: ExperimentSp
                  .outerjoin(SubjectValue, SubjectValue.subject_id == Assignment.subject_id)
                  .add_columns(subject_value_sql(spec).label("subject_value")))
     rows = session.execute(query.where(*matured).order_by(Assignment.created_at, Assignment.id)).all()
+    # Two plain queries merged here: a join of the decisions to their grouped events let PostgreSQL
+    # (before it had statistics on a fresh table) rescan the events for every decision.
+    outcomes = {r.assignment_id: r for r in session.execute(select(earned)).all()} if rows else {}
     pending = session.scalar(select(func.count()).select_from(Assignment)
                              .where(*scope, live, Assignment.created_at > until - wait)) or 0
     if not rows:
         return KnownDecisions([], [], np.zeros(0), np.zeros(0), [], pending)
-    counts = np.array([r.reward_events or 0 for r in rows], dtype=float)
-    revenue = np.array([float(r.revenue or 0.0) for r in rows], dtype=float)
+    earned_by = [outcomes.get(r.id) for r in rows]
+    counts = np.array([(e.reward_events or 0) if e is not None else 0 for e in earned_by], dtype=float)
+    revenue = np.array([float(e.revenue or 0.0) if e is not None else 0.0 for e in earned_by], dtype=float)
     if reward.type == "ltv_adjusted":
-        unsubscribed = np.array([(r.unsubscribes or 0) > 0 for r in rows], dtype=float)
+        unsubscribed = np.array([(e is not None and (e.unsubscribes or 0) > 0) for e in earned_by], dtype=float)
         value = np.array([float(r.subject_value or 0.0) for r in rows], dtype=float)
         values = revenue - float(spec.unsubscribe_value_share) * value * unsubscribed
     else:
