@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -65,7 +66,8 @@ def test_import_applies_the_same_context_rule(api: Any) -> None:
     assert "1e+12" in answer["rejected"][0]["reason"]
 
 
-def test_one_failing_refit_is_recorded_and_the_others_go_on(app: Any, api: Any) -> None:
+def test_one_failing_refit_is_recorded_and_the_others_go_on(app: Any, api: Any, database_url: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     api.create_experiment(linucb("poisoned"), start=True)
     api.create_experiment(bandit_spec("healthy"), start=True)
     for key in ("poisoned", "healthy"):
@@ -90,7 +92,17 @@ def test_one_failing_refit_is_recorded_and_the_others_go_on(app: Any, api: Any) 
     metrics = api.call("GET", "/metrics", scope="admin")
     if metrics.status_code == 200:
         assert 'nextbest_refits_total{status="failed"}' in metrics.get_data(as_text=True)
+    from click.testing import CliRunner
+
+    from service.cli import main as cli
     from service.dashboard.present import audit_summary
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    clock.advance(3600)
+    command = CliRunner().invoke(cli, ["refit"])
+    lines = [json.loads(line) for line in command.output.strip().splitlines()]
+    assert command.exit_code == 1  # cron learns that one failed; the other was still refitted
+    assert {line["experiment"]: line["status"] for line in lines} == {"poisoned": "failed", "healthy": "nothing_new"}
 
     assert audit_summary("refit_failed", failures[0].details).startswith("refit failed, the previous policy keeps")
     audit = api.call("GET", "/v1/experiments/poisoned/audit").get_json()
