@@ -60,8 +60,9 @@ def sim_api(tmp_path: Path) -> Any:
     clock.reset()
 
 
-def simulate(app: Any, api: Api, problems: list[Problem], days: int, per_day: int) -> dict[str, list[list[float]]]:
-    """Run the problems side by side; per problem and day, the true reward probability of each decision made."""
+def simulate(app: Any, api: Api, problems: list[Problem], days: int, per_day: int
+             ) -> tuple[dict[str, list[list[float]]], dict[str, list[list[str]]]]:
+    """Run the problems side by side; per problem and day, each decision's true reward probability and its arm."""
     for problem in problems:
         api.create_experiment(problem.spec, start=True)
     pending: list[tuple[float, dict[str, Any]]] = []
@@ -99,8 +100,7 @@ def simulate(app: Any, api: Api, problems: list[Problem], days: int, per_day: in
             with db_module.get_db(app).session() as session:
                 results = refit_all(session, holder="simulation")
                 assert all(r.status in ("refit", "nothing_new") for r in results), results
-    simulate.chosen = chosen  # type: ignore[attr-defined]
-    return earned
+    return earned, chosen
 
 
 def _email_delay(rng: np.random.Generator) -> float:
@@ -134,8 +134,7 @@ def _hillstrom_problem(seed: int) -> Problem:
 def test_thompson_sampling_finds_the_best_arm_by_day_5_with_outcomes_up_to_3_days_late(sim_api: Any) -> None:
     app, api = sim_api
     problems = [_hillstrom_problem(seed) for seed in range(20)]
-    simulate(app, api, problems, days=5, per_day=TS_PER_DAY)
-    chosen = simulate.chosen  # type: ignore[attr-defined]
+    _, chosen = simulate(app, api, problems, days=5, per_day=TS_PER_DAY)
     day5 = {p.key: np.mean([arm == "mens" for arm in chosen[p.key][4]]) for p in problems}
     wins = sum(share > 0.5 for share in day5.values())
     print(f"\nThompson sampling, share of day-5 traffic on mens per seed: "
@@ -167,7 +166,7 @@ def test_linucb_beats_thompson_sampling_and_nears_the_oracle_by_day_7(sim_api: A
     seeds = range(2)
     problems = [_contextual_problem({"name": "lin_ucb"}, s) for s in seeds]
     problems += [_contextual_problem({"name": "thompson_sampling"}, s) for s in seeds]
-    earned = simulate(app, api, problems, days=7, per_day=600)
+    earned, _ = simulate(app, api, problems, days=7, per_day=600)
     oracle = 0.12
     lin = [float(np.mean(earned[f"lin-ucb-{s}"][6])) for s in seeds]
     ts = [float(np.mean(earned[f"thompson-sampling-{s}"][6])) for s in seeds]
