@@ -185,6 +185,8 @@ class QuietHours(_Strict):
 
 class ContactPolicy(_Strict):
     max_per_subject: FrequencyCap | None = None
+    # No bombardment: decisions per subject across every channel (and every experiment).
+    max_per_subject_all_channels: FrequencyCap | None = None
     cooldown_after_conversion_seconds: int | None = Field(default=None, ge=0)
     quiet_hours: QuietHours | None = None
     exclude_converted_arms: bool = False

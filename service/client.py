@@ -7,8 +7,12 @@
         nb.send_events([nb.event("click", assignment_id=decision.assignment_id)])
 
 Event ids are generated when not given, so a retried send is stored once.
-429 and 503 answers (and connection errors) are retried with exponential
-backoff, honouring Retry-After; other errors raise `ApiError` at once.
+Every POST the client may retry carries an `Idempotency-Key` (decisions, batches
+and events; one key per call, the same on each retry), so a retry after a timeout
+returns the stored answer instead of deciding again. A POST without a key is
+never re-sent. 429 and 503 answers, a 409 `idempotency_in_progress` (the first
+try is still running) and connection errors or timeouts are retried with
+exponential backoff, honouring Retry-After; other errors raise `ApiError` at once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,21 @@ import requests
 from .clock import iso_utc
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def new_key() -> str:
+    """A fresh idempotency key for one logical call (kept across its retries)."""
+    return f"nbc-{uuid.uuid4().hex}"
+
+
+def _in_progress(response: Any) -> bool:
+    """A 409 saying the same idempotent request is still running: worth waiting for, not an error."""
+    if response.status_code != 409:
+        return False
+    try:
+        return response.json()["error"]["code"] == "idempotency_in_progress"
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 class ApiError(Exception):
@@ -87,12 +106,12 @@ class Client:
     def assign(self, experiment: str, subject_id: str, *, context: dict[str, Any] | None = None,
                channel: str | None = None) -> Decision:
         body = {"experiment": experiment, "subject_id": subject_id, "context": context, "channel": channel}
-        return Decision.from_json(self.request("POST", "/v1/assign", json=body))
+        return Decision.from_json(self.request("POST", "/v1/assign", json=body, idempotency_key=new_key()))
 
     def assign_batch(self, experiment: str, subjects: list[dict[str, Any]], *, channel: str | None = None
                      ) -> list[Decision]:
         body = {"experiment": experiment, "channel": channel, "subjects": subjects}
-        answer = self.request("POST", "/v1/assign/batch", json=body)
+        answer = self.request("POST", "/v1/assign/batch", json=body, idempotency_key=new_key())
         return [Decision.from_json(item) for item in answer["assignments"]]
 
     # -- outcomes ----------------------------------------------------------------------------------------
@@ -110,7 +129,7 @@ class Client:
         return event
 
     def send_events(self, events: list[dict[str, Any]]) -> EventResults:
-        answer = self.request("POST", "/v1/events", json={"events": events})
+        answer = self.request("POST", "/v1/events", json={"events": events}, idempotency_key=new_key())
         return EventResults(answer["accepted"], answer["duplicates"], answer["rejected"], answer["results"])
 
     # -- analyst helpers ---------------------------------------------------------------------------------
@@ -125,21 +144,26 @@ class Client:
 
     # -- transport ---------------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
-                content_type: str | None = None, params: dict[str, Any] | None = None) -> Any:
-        """One call with retries on 429/5xx-unavailable and connection errors; JSON answer or ApiError."""
-        headers = {"Content-Type": content_type} if content_type else None
+                content_type: str | None = None, params: dict[str, Any] | None = None,
+                idempotency_key: str | None = None) -> Any:
+        """One call with retries on 429/5xx-unavailable and connection errors; JSON answer or ApiError.
+        A POST is retried only with an idempotency key (sent on every try), so a retry never repeats it."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        retries = self.retries if method.upper() != "POST" or idempotency_key is not None else 0
         delay = self.backoff
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             try:
                 response = self._session.request(method, self.base_url + path, json=json, data=data,
-                                                  headers=headers, params=params, timeout=self.timeout)
+                                                  headers=headers or None, params=params, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout):
-                if attempt == self.retries:
+                if attempt == retries:
                     raise
                 time.sleep(delay)
                 delay *= 2
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < self.retries:
+            if attempt < retries and (response.status_code in RETRY_STATUSES or _in_progress(response)):
                 wait = response.headers.get("Retry-After")
                 time.sleep(min(float(wait), 30.0) if wait and wait.replace(".", "", 1).isdigit() else delay)
                 delay *= 2

@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_DIRECT_ASSIGN": "on",  # "off": every single decision goes through Flask's request handling
     "NEXTBEST_RATE_LIMIT_PER_SECOND": 2000.0,  # per key and worker; 0 turns it off
     "NEXTBEST_CONTACT_POLICY": "",  # global default contact policy, JSON in the experiment spec's shape
+    "NEXTBEST_DEFAULT_TIMEZONE": "UTC",  # quiet hours when neither the request nor the profile names a zone
+    "NEXTBEST_PSEUDONYM_SECRET": "",  # HMAC key of erased subjects' pseudonyms; generated in the database if unset
+    "NEXTBEST_IDEMPOTENCY_RETENTION_SECONDS": 86400.0,  # how long a stored answer replays an Idempotency-Key
 }
 
 _NUMERIC = {k for k, v in DEFAULTS.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

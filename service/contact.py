@@ -1,9 +1,19 @@
 """Contact policy in the shell: read each subject's contact history in bulk, let the core judge.
 
 Per request (or per batch, with IN lists) it reads: active suppressions (a
-primary-key lookup), and only when a policy needs them, the subject's recent
-decisions on the channel across all experiments, the latest conversion, and
-the arms of this experiment the subject already converted on.
+primary-key lookup, also of the do-not-contact list erased subjects stay on), the
+profile's consent and time zone, and only when a policy needs them, the subject's
+recent decisions across all experiments (on the channel, and on every channel for a
+cross-channel cap), the latest conversion or purchase (an attributed or unattributed
+conversion event, or an imported transaction), and the arms of this experiment the
+subject already converted on.
+
+When a rule reads history (a cap or a cooldown), the reads run after the decision's
+(subject, channel) locks are held, in the transaction that writes the decision
+(service/contact_locks.py), so simultaneous requests cannot all pass a cap of one.
+
+Quiet hours use the request's time zone (`context.timezone`), else the profile's,
+else NEXTBEST_DEFAULT_TIMEZONE (UTC unless set).
 """
 
 from __future__ import annotations
@@ -16,18 +26,27 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app, has_app_context
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, exists, func, select, text
 from sqlalchemy.orm import Session
 
-from experiments.contact import ContactHistory, ContactVerdict, check_contact, longest_cap_window, parse_timezone
+from experiments.contact import (
+    ContactHistory,
+    ContactVerdict,
+    check_contact,
+    counts_all_channels,
+    longest_cap_window,
+    needs_history,
+    parse_timezone,
+)
 from experiments.spec import ContactPolicy
 
+from . import contact_locks
 from .bulk import bulk_write, in_batches
 from .clock import utcnow
-from .db import Database, DriverStatement
+from .db import Database, DriverStatement, session_driver
 from .errors import ApiError
-from .models import Assignment, Event, SuppressedRequest, Suppression
-
+from .models import Assignment, DoNotContact, Event, Subject, SuppressedRequest, Suppression, Transaction
+from .pseudonyms import app_secret, subject_hash
 
 
 def global_policy() -> ContactPolicy | None:
@@ -43,20 +62,44 @@ def policies_for(runtime: Any) -> list[ContactPolicy]:
     return [p for p in (global_policy(), runtime.spec.contact_policy) if p is not None]
 
 
+def serialised(runtime: Any) -> bool:
+    """Whether decisions of this experiment must hold (subject, channel) locks: a running experiment
+    whose policies cap or cool down (reads of history that a simultaneous decision would race)."""
+    return runtime.status == "running" and needs_history(policies_for(runtime))
+
+
+def lock_requests(session: Session, runtime: Any, requests: Sequence[Any]) -> None:
+    """Take the locks that serialise these requests' contact rules, in the session's transaction."""
+    policies = policies_for(runtime)
+    keys = contact_locks.keys_for(((r.subject_id, r.channel) for r in requests), counts_all_channels(policies))
+    contact_locks.serialise(session, keys)
+
+
+def _default_timezone() -> str | None:
+    zone = current_app.config.get("NEXTBEST_DEFAULT_TIMEZONE") if has_app_context() else None
+    return str(zone) if zone and str(zone).upper() != "UTC" else None
+
+
 def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datetime | None = None) -> dict[int, Any]:
-    """Refusals by request index for a running experiment."""
+    """Verdicts by request index for a running experiment: refusals, arms to leave out, and (under a
+    policy) the rules checked. A subject named twice on one channel in one call is decided once."""
     if runtime.status != "running" or not requests:
         return {}
     now = now or utcnow()
     policies = policies_for(runtime)
+    if needs_history(policies):
+        lock_requests(session, runtime, requests)
     subjects = sorted({r.subject_id for r in requests})
     channel_of = {r.subject_id: r.channel for r in requests}
     # An unsubscribe suppresses a channel, so only requests that name one need the lookup.
-    history = _History(unsubscribed=_suppressions(session, [s for s in subjects if channel_of.get(s)]))
+    with_channel = [s for s in subjects if channel_of.get(s)]
+    history = _History(unsubscribed=_suppressions(session, with_channel))
+    _do_not_contact(session, with_channel, history)
+    _profiles(session, with_channel if not any(p.quiet_hours for p in policies) else subjects, history)
     needed = _history_needed(policies)
     if "decided" in needed:
         since = now - timedelta(seconds=longest_cap_window(policies) or 0)
-        history.recent = _recent_decisions(session, subjects, channel_of, since)
+        history.recent, history.recent_all = _recent_decisions(session, subjects, channel_of, since)
     if "converted" in needed:
         history.conversions = _last_conversions(session, subjects)
     if "converted_arm" in needed:
@@ -65,46 +108,92 @@ def verdicts(session: Session, runtime: Any, requests: Sequence[Any], now: datet
 
 
 def _history_needed(policies: Sequence[ContactPolicy]) -> tuple[str, ...]:
-    """The kinds of contact history the policies judge by; suppressions always count."""
-    return ("unsubscribed",) + (("decided",) if longest_cap_window(policies) else ()) + (
-        ("converted",) if any(p.cooldown_after_conversion_seconds for p in policies) else ()) + (
+    """The kinds of contact history the policies judge by; suppressions and the profile always count."""
+    return ("unsubscribed", "do_not_contact", "consent", "timezone") + (
+        ("decided",) if longest_cap_window(policies) else ()) + (
+        ("converted", "purchased") if any(p.cooldown_after_conversion_seconds for p in policies) else ()) + (
         ("converted_arm",) if any(p.exclude_converted_arms for p in policies) else ())
 
 
-def verdict_for_one(database: Database, runtime: Any, request: Any, now: datetime | None = None) -> dict[int, Any]:
+def verdict_for_one(database: Database, runtime: Any, request: Any, now: datetime | None = None,
+                    session: Session | None = None) -> dict[int, Any]:
     """`verdicts` for a single request, its whole contact history read in one statement: a quarter of
-    the CPU of one ORM query per kind of history."""
+    the CPU of one ORM query per kind of history. With `session`, read in its transaction (whose
+    locks the caller holds)."""
     if runtime.status != "running":
         return {}
     now = now or utcnow()
     policies = policies_for(runtime)
-    statement, read_time = _history_statement(database.engine.dialect, _history_needed(policies))
-    since = now - timedelta(seconds=longest_cap_window(policies) or 0)
-    with database.driver_connection() as connection:
-        rows = statement.fetch_all(connection, {"subject_id": request.subject_id, "since": since,
-                                                "experiment_id": runtime.id})
+    history = read_one(database, request, _history_needed(policies), runtime.id,
+                       now - timedelta(seconds=longest_cap_window(policies) or 0), session)
+    return _judge(policies, runtime, [request], history, now)
+
+
+def read_one(database: Database, request: Any, kinds: tuple[str, ...], experiment_id: int, since: datetime,
+             session: Session | None = None) -> _History:
+    """One subject's contact history of the given kinds, in one UNION ALL statement."""
+    statement, read_time = _history_statement(database.engine.dialect, kinds)
+    values = {"subject_id": request.subject_id, "since": since, "experiment_id": experiment_id,
+              "subject_hash": subject_hash(app_secret(), request.subject_id) if request.channel else ""}
+    if session is not None:
+        with session_driver(session) as connection:
+            rows = statement.fetch_all(connection, values)
+    else:
+        with database.driver_connection() as connection:
+            rows = statement.fetch_all(connection, values)
     history = _History()
     subject = request.subject_id
     for kind, detail, at in rows:
         if kind == "unsubscribed" and request.channel:
             history.unsubscribed[subject].add(detail)
-        elif kind == "decided" and detail == request.channel:
-            history.recent[subject].append(read_time(at))
+        elif kind == "decided":
+            history.recent_all[subject].append(read_time(at))
+            if detail == request.channel:
+                history.recent[subject].append(read_time(at))
         elif kind == "converted" and at is not None:
-            history.conversions[subject] = read_time(at)
+            at = read_time(at)
+            if subject not in history.conversions or at > history.conversions[subject]:
+                history.conversions[subject] = at
         elif kind == "converted_arm":
             history.converted_arms[subject].add(detail)
-    return _judge(policies, runtime, [request], history, now)
+        elif kind == "consent" and detail:
+            history.refused[subject] = _refused_channels(detail)
+        elif kind == "timezone" and detail:
+            history.timezones[subject] = detail
+    return history
+
+
+def refusal_reason(database: Database, request: Any) -> str:
+    """Why the guarded insert stored nothing: the subject left the channel, or never consented to it."""
+    history = read_one(database, request, ("unsubscribed", "do_not_contact", "consent"), 0, utcnow())
+    if request.channel in history.refused.get(request.subject_id, ()):
+        if request.channel not in history.unsubscribed.get(request.subject_id, ()):
+            return "no_consent"
+    return "unsubscribed"
+
+
+def _refused_channels(consent: Any) -> set[str]:
+    if isinstance(consent, str):
+        try:
+            consent = json.loads(consent)
+        except ValueError:
+            return set()
+    return {channel for channel, given in (consent or {}).items() if given is False} if isinstance(
+        consent, dict) else set()
 
 
 _HISTORY_PARTS = {
-    "unsubscribed": "SELECT 'unsubscribed' AS kind, channel AS detail, NULL AS at FROM suppressions "
+    "unsubscribed": "SELECT 'unsubscribed' AS kind, channel AS detail, {null_at} AS at FROM suppressions "
                     "WHERE subject_id = :subject_id",
+    "do_not_contact": "SELECT 'unsubscribed', channel, {null_at} FROM do_not_contact WHERE subject_hash = :subject_hash",
+    "consent": "SELECT 'consent', CAST(consent AS TEXT), {null_at} FROM subjects WHERE subject_id = :subject_id",
+    "timezone": "SELECT 'timezone', timezone, {null_at} FROM subjects WHERE subject_id = :subject_id",
     "decided": "SELECT 'decided', channel, created_at FROM assignments "
                "WHERE subject_id = :subject_id AND created_at > :since",
     "converted": "SELECT 'converted', NULL, MAX(occurred_at) FROM events "
                  "WHERE subject_id = :subject_id AND type = 'conversion'",
-    "converted_arm": "SELECT 'converted_arm', a.arm_key, NULL FROM assignments a "
+    "purchased": "SELECT 'converted', NULL, MAX(occurred_at) FROM transactions WHERE subject_id = :subject_id",
+    "converted_arm": "SELECT 'converted_arm', a.arm_key, {null_at} FROM assignments a "
                      "JOIN events e ON e.assignment_id = a.id "
                      "WHERE a.subject_id = :subject_id AND a.experiment_id = :experiment_id "
                      "AND e.type = 'conversion'",
@@ -116,10 +205,13 @@ def _history_statement(dialect: Any, kinds: tuple[str, ...]) -> tuple[DriverStat
     """The UNION ALL of the history parts needed, compiled once, and how to read its timestamps."""
     key = (dialect.name, kinds)
     if key not in _HISTORY_STATEMENTS:
-        sql = " UNION ALL ".join(_HISTORY_PARTS[k] for k in kinds)
+        # A typed NULL: PostgreSQL resolves a UNION's column types part by part.
+        null_at = "CAST(NULL AS TIMESTAMP WITH TIME ZONE)" if dialect.name == "postgresql" else "NULL"
+        sql = " UNION ALL ".join(_HISTORY_PARTS[k] for k in kinds).replace("{null_at}", null_at)
         binds = {"subject_id": Assignment.__table__.c.subject_id.type,
                  "since": Assignment.__table__.c.created_at.type,
-                 "experiment_id": Assignment.__table__.c.experiment_id.type}
+                 "experiment_id": Assignment.__table__.c.experiment_id.type,
+                 "subject_hash": DoNotContact.__table__.c.subject_hash.type}
         used = {name: kind for name, kind in binds.items() if f":{name}" in sql}
         statement = text(sql).bindparams(*[bindparam(name, type_=kind) for name, kind in used.items()])
         timestamp = Assignment.__table__.c.created_at.type
@@ -134,16 +226,30 @@ class _History:
 
     unsubscribed: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     recent: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    recent_all: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     conversions: dict[str, datetime] = field(default_factory=dict)
     converted_arms: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    refused: dict[str, set[str]] = field(default_factory=dict)  # channels the profile's consent refuses
+    timezones: dict[str, str] = field(default_factory=dict)  # the profile's time zone
 
 
 def _judge(policies: list[ContactPolicy], runtime: Any, requests: Sequence[Any], history: _History,
            now: datetime) -> dict[int, Any]:
-    refused: dict[int, ContactVerdict] = {}
+    verdicts: dict[int, ContactVerdict] = {}
+    seen: set[tuple[str, str | None]] = set()
+    default_zone = _default_timezone() if policies else None
     for index, request in enumerate(requests):
+        pair = (request.subject_id, request.channel)
+        if pair in seen:
+            verdicts[index] = ContactVerdict(
+                False, "duplicate_in_batch", None, frozenset(),
+                f"subject {request.subject_id!r} appears earlier in this batch on the same channel; "
+                "it is decided once per call")
+            continue
+        seen.add(pair)
         left = history.unsubscribed.get(request.subject_id, frozenset())
-        if not policies and not (request.channel and request.channel in left):
+        refused = history.refused.get(request.subject_id, frozenset())
+        if not policies and not (request.channel and (request.channel in left or request.channel in refused)):
             continue
         timezone = (request.context or {}).get("timezone") if request.context else None
         if timezone is not None:
@@ -151,19 +257,57 @@ def _judge(policies: list[ContactPolicy], runtime: Any, requests: Sequence[Any],
                 parse_timezone(str(timezone))
             except ValueError as exc:
                 raise ApiError(422, str(exc), details=[{"field": "context.timezone"}]) from None
+        else:
+            timezone = _valid_zone(history.timezones.get(request.subject_id)) or default_zone
         subject_history = ContactHistory(
             recent_decisions=history.recent.get(request.subject_id, ()),
             last_conversion_at=history.conversions.get(request.subject_id),
             unsubscribed_channels=frozenset(left),
             converted_arms=frozenset(history.converted_arms.get(request.subject_id, ())),
             timezone=str(timezone) if timezone else None,
+            recent_all_channels=history.recent_all.get(request.subject_id, ()),
+            refused_channels=frozenset(refused),
         )
         verdict = check_contact(policies, request.channel, subject_history, now, runtime.enabled_arms)
-        if not verdict.allowed:
-            refused[index] = verdict
-        elif verdict.excluded_arms:
-            refused[index] = verdict  # allowed, with arms to leave out
-    return refused
+        if not verdict.allowed or verdict.excluded_arms or policies:
+            verdicts[index] = verdict  # a refusal, arms to leave out, or the rules checked
+    return verdicts
+
+
+def _valid_zone(name: str | None) -> str | None:
+    """A profile's time zone if it is a known IANA name (a stored bad value must not fail decisions)."""
+    if not name:
+        return None
+    try:
+        parse_timezone(name)
+    except ValueError:
+        return None
+    return name
+
+
+def _do_not_contact(session: Session, subjects: list[str], history: _History) -> None:
+    """Channels erased subjects left, found by their keyed pseudonym (skipped while the list is empty)."""
+    if not subjects or not session.scalar(select(exists().where(DoNotContact.channel.is_not(None)))):
+        return
+    secret = app_secret()
+    by_hash = {subject_hash(secret, s): s for s in subjects}
+    for clause in in_batches(session, DoNotContact.subject_hash, list(by_hash)):
+        for hashed, channel in session.execute(select(DoNotContact.subject_hash, DoNotContact.channel).where(clause)):
+            history.unsubscribed[by_hash[hashed]].add(channel)
+
+
+def _profiles(session: Session, subjects: list[str], history: _History) -> None:
+    """Consent and time zone from the profiles (skipped while there are none)."""
+    if not subjects or not session.scalar(select(exists().where(Subject.subject_id.is_not(None)))):
+        return
+    for clause in in_batches(session, Subject.subject_id, subjects):
+        for subject, consent, zone in session.execute(
+            select(Subject.subject_id, Subject.consent, Subject.timezone).where(clause)
+        ):
+            if consent:
+                history.refused[subject] = _refused_channels(consent)
+            if zone:
+                history.timezones[subject] = zone
 
 
 def _suppressions(session: Session, subjects: list[str]) -> dict[str, set[str]]:
@@ -177,26 +321,32 @@ def _suppressions(session: Session, subjects: list[str]) -> dict[str, set[str]]:
 
 
 def _recent_decisions(session: Session, subjects: list[str], channel_of: dict[str, str | None],
-                      since: datetime) -> dict[str, list[datetime]]:
+                      since: datetime) -> tuple[dict[str, list[datetime]], dict[str, list[datetime]]]:
+    """Recent decisions by subject: on the request's channel, and on every channel."""
     found: dict[str, list[datetime]] = defaultdict(list)
+    every: dict[str, list[datetime]] = defaultdict(list)
     for clause in in_batches(session, Assignment.subject_id, subjects):
         for subject, channel, created in session.execute(
             select(Assignment.subject_id, Assignment.channel, Assignment.created_at)
             .where(clause, Assignment.created_at > since)
         ):
+            every[subject].append(created)
             if channel == channel_of.get(subject):
                 found[subject].append(created)
-    return found
+    return found, every
 
 
 def _last_conversions(session: Session, subjects: list[str]) -> dict[str, datetime]:
+    """The latest conversion event (attributed or not) or imported purchase per subject."""
     found: dict[str, datetime] = {}
-    for clause in in_batches(session, Event.subject_id, subjects):
-        for subject, last in session.execute(
-            select(Event.subject_id, func.max(Event.occurred_at))
-            .where(clause, Event.type == "conversion").group_by(Event.subject_id)
-        ):
-            found[subject] = last if last.tzinfo else last.replace(tzinfo=utcnow().tzinfo)
+    for model, column, where in ((Event, Event.occurred_at, Event.type == "conversion"),
+                                 (Transaction, Transaction.occurred_at, None)):
+        for clause in in_batches(session, model.subject_id, subjects):
+            query = select(model.subject_id, func.max(column)).where(clause).group_by(model.subject_id)
+            for subject, last in session.execute(query.where(where) if where is not None else query):
+                last = last if last.tzinfo else last.replace(tzinfo=utcnow().tzinfo)
+                if subject not in found or last > found[subject]:
+                    found[subject] = last
     return found
 
 

@@ -313,11 +313,13 @@ def init_app(app: Flask) -> Database:
 
     @app.teardown_appcontext
     def _close_session(exc: BaseException | None) -> None:
-        session = g.pop("db_session", None)
-        if session is not None:
-            if exc is not None:
-                session.rollback()
-            session.close()
+        # The decision transaction first: closing it uncommitted rolls back and releases its locks.
+        for name in ("decision_txn", "db_session"):
+            session = g.pop(name, None)
+            if session is not None:
+                if exc is not None:
+                    session.rollback()
+                session.close()
 
     return db
 

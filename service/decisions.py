@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, text
+from sqlalchemy import String, bindparam, text
 from sqlalchemy.orm import Session
 
 from experiments.bucketing import Splitter, in_holdout, uniform_arm, unit_position
@@ -32,7 +32,7 @@ from experiments.spec import BanditAllocation
 
 from .bulk import bulk_write
 from .clock import iso_utc, utcnow
-from .db import Database, DriverStatement, PreparedStatement
+from .db import Database, DriverStatement, PreparedStatement, session_driver
 from .errors import ApiError
 from .ids import new_ids
 from .models import Assignment
@@ -100,9 +100,12 @@ def decide(runtime: ExperimentRuntime, requests: Sequence[Request], suppressed: 
     contexts = check_contexts(runtime, requests)
     outcomes: list[Outcome | None] = [None] * len(requests)
     excluded: dict[int, frozenset[str]] = {}
+    checks: dict[int, list[dict[str, Any]]] = {}
     for index, verdict in suppressed.items():
         if verdict.allowed:
             excluded[index] = frozenset(verdict.excluded_arms)
+            if verdict.checks:
+                checks[index] = [c.as_json() for c in verdict.checks]
             continue
         outcomes[index] = Outcome(requests[index].subject_id, None, None, reason=verdict.reason, no_offer=True,
                                   retry_after=verdict.retry_after)
@@ -133,13 +136,16 @@ def decide(runtime: ExperimentRuntime, requests: Sequence[Request], suppressed: 
             "propensity": out.propensity, "policy_version": runtime.policy_version, "holdout": out.holdout,
             "context": contexts[i] or None, "channel": req.channel,
             "covariate": covariate_value(contexts[i], covariate), "source": "live", "created_at": now,
-            "notes": _notes(req.notes, excluded.get(i)),
+            "notes": _notes(req.notes, excluded.get(i), checks.get(i)),
         }
     return [o for o in outcomes if o is not None]
 
 
-def _notes(notes: Mapping[str, Any] | None, excluded: frozenset[str] | None) -> dict[str, Any] | None:
+def _notes(notes: Mapping[str, Any] | None, excluded: frozenset[str] | None,
+           checks: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     merged = dict(notes or {})
+    if checks:
+        merged["contact_checks"] = checks
     if excluded:
         merged["excluded_arms"] = sorted(excluded)
         merged["contact_rule"] = "exclude_converted_arms"
@@ -202,50 +208,65 @@ def _decide_bandit(runtime: ExperimentRuntime, requests: Sequence[Request], cont
 
 _GUARDED_INSERTS: dict[str, DriverStatement] = {}
 _PREPARED_INSERTS: dict[str, PreparedStatement] = {}
+_HASH_TYPE = String(64)
 
 
 def _guarded_insert(dialect: Any) -> DriverStatement:
-    """INSERT ... SELECT ... WHERE NOT EXISTS (suppression) RETURNING id, compiled once per dialect."""
+    """INSERT ... SELECT ... WHERE NOT EXISTS (suppression, refused consent, do-not-contact) RETURNING id,
+    compiled once per dialect."""
     if dialect.name not in _GUARDED_INSERTS:
         columns = list(Assignment.__table__.columns)
-        sql = _guarded_insert_sql([f":{c.key}" for c in columns])
-        statement = text(sql).bindparams(*[bindparam(c.key, type_=c.type) for c in columns])
-        _GUARDED_INSERTS[dialect.name] = DriverStatement(statement, dialect, {c.key: c.type for c in columns})
+        sql = _guarded_insert_sql(dialect.name, [f":{c.key}" for c in columns], ":subject_hash")
+        types = {c.key: c.type for c in columns} | {"subject_hash": _HASH_TYPE}
+        statement = text(sql).bindparams(*[bindparam(name, type_=kind) for name, kind in types.items()])
+        _GUARDED_INSERTS[dialect.name] = DriverStatement(statement, dialect, types)
     return _GUARDED_INSERTS[dialect.name]
 
 
-def _guarded_insert_sql(values: Sequence[str]) -> str:
+def _guarded_insert_sql(dialect: str, values: Sequence[str], hashed: str) -> str:
     names = [c.key for c in Assignment.__table__.columns]
     at = dict(zip(names, values))
+    subject, channel = at["subject_id"], at["channel"]
+    if dialect == "postgresql":
+        refused = f"(consent ->> {channel}) = 'false'"
+    else:  # SQLite: the consent object's member for the channel is JSON false
+        refused = (f"EXISTS (SELECT 1 FROM json_each(subjects.consent) AS j WHERE j.key = {channel} "
+                   f"AND j.type = 'false')")
     return (f"INSERT INTO assignments ({', '.join(names)}) SELECT {', '.join(values)} "
-            f"WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE subject_id = {at['subject_id']} "
-            f"AND channel = {at['channel']}) RETURNING id")
+            f"WHERE NOT EXISTS (SELECT 1 FROM suppressions WHERE subject_id = {subject} AND channel = {channel}) "
+            f"AND NOT EXISTS (SELECT 1 FROM subjects WHERE subject_id = {subject} AND {refused}) "
+            f"AND NOT EXISTS (SELECT 1 FROM do_not_contact WHERE subject_hash = {hashed} AND channel = {channel}) "
+            f"RETURNING id")
 
 
 def _prepared_guarded_insert(dialect: Any) -> PreparedStatement:
     """The same statement for PostgreSQL's prepared path: numbered parameters, each cast to its column's type."""
     if dialect.name not in _PREPARED_INSERTS:
         columns = list(Assignment.__table__.columns)
-        sql = _guarded_insert_sql([f"${n}::{c.type.compile(dialect)}" for n, c in enumerate(columns, start=1)])
+        numbered = [f"${n}::{c.type.compile(dialect)}" for n, c in enumerate(columns, start=1)]
+        sql = _guarded_insert_sql(dialect.name, numbered, f"${len(columns) + 1}::VARCHAR(64)")
         _PREPARED_INSERTS[dialect.name] = PreparedStatement(
-            "nextbest_store_decision", sql, [c.key for c in columns], _guarded_insert(dialect))
+            "nextbest_store_decision_v2", sql, [c.key for c in columns] + ["subject_hash"], _guarded_insert(dialect))
     return _PREPARED_INSERTS[dialect.name]
 
 
-def store_one(database: Database, outcome: Outcome) -> Outcome:
-    """Store one decision in the same statement that checks the channel suppression: one round trip,
-    no transaction, straight on the driver. A subject who left the channel gets the no-offer answer."""
+def store_one(database: Database, outcome: Outcome, subject_hash: str = "",
+              session: Session | None = None) -> bool:
+    """Store one decision in the same statement that checks the channel suppression, the profile's
+    consent and the do-not-contact list: one round trip. Without `session` it runs straight on the
+    driver, outside any transaction; with one, in its transaction (whose contact locks it holds).
+    Returns whether it was stored (False: the subject may not be contacted on the channel)."""
     row = outcome.row
     if row is None:
-        return outcome
+        return True
+    values = {**row, "subject_hash": subject_hash}
+    if session is not None:
+        with session_driver(session) as connection:
+            return _guarded_insert(database.engine.dialect).fetch_one(connection, values) is not None
     if database.thread_connections is not None:
-        stored = database.thread_connections.execute(_prepared_guarded_insert(database.engine.dialect), row) > 0
-    else:
-        with database.driver_connection() as connection:
-            stored = _guarded_insert(database.engine.dialect).fetch_one(connection, row) is not None
-    if stored:
-        return outcome
-    return Outcome(outcome.subject_id, None, None, reason="unsubscribed", no_offer=True)
+        return database.thread_connections.execute(_prepared_guarded_insert(database.engine.dialect), values) > 0
+    with database.driver_connection() as connection:
+        return _guarded_insert(database.engine.dialect).fetch_one(connection, values) is not None
 
 
 def store(session: Session, outcomes: Sequence[Outcome]) -> None:

@@ -27,7 +27,7 @@ from flask import Flask, g
 from werkzeug.http import HTTP_STATUS_CODES
 
 from . import db, errors, observability
-from .api.decisions import decide_one, store_and_answer
+from .api.decisions import commit_decision, decide_one, store_and_answer
 from .app import is_migrated, may_be_deep_or_hold_nul
 from .auth import caller_for
 from .schemas import AssignRequest
@@ -70,10 +70,12 @@ class DirectAssign:
     def _answer(self, environ: dict[str, Any], raw: bytes) -> tuple[int, list[tuple[str, str]], bytes] | None:
         """Status, headers and body, or None to let Flask answer. Runs in an app context, as the route does."""
         app = self.app
-        if not is_migrated(app) or may_be_deep_or_hold_nul(raw):
-            return None
+        if not is_migrated(app) or may_be_deep_or_hold_nul(raw) or "HTTP_IDEMPOTENCY_KEY" in environ:
+            return None  # an idempotent request is answered (and its answer stored) by Flask
         try:
             body = AssignRequest.model_validate(app.json.loads(raw))
+            if body.request_id is not None:
+                return None
             g.request_id = observability.request_id(environ.get("HTTP_X_REQUEST_ID"))
             g.single_write = True
             g.caller = caller_for(environ.get("HTTP_AUTHORIZATION", ""), db.session,
@@ -86,6 +88,7 @@ class DirectAssign:
             return None
         try:
             answer = store_and_answer(runtime, outcome)
+            commit_decision()
         except Exception as exc:  # the write failed: answered as Flask would, never run twice
             failed = errors.response_for(exc)
             return failed.status_code, list(failed.headers.items()), failed.get_data()

@@ -37,6 +37,16 @@ def explain(session: Session, assignment_id: str) -> dict[str, Any]:
         how = "the fixed split (a salted hash of the subject id, so the same subject always gets the same arm)"
         allocation_json = {"type": "fixed", "weights": spec.fixed_weights()}
     rules = []
+    # Every contact rule checked at decision time, with the value that decided it (decisions stored
+    # before these were noted carry only the arms left out).
+    checks = list(notes.get("contact_checks") or [])
+    if not checks and decision.channel and decision.source == "live":
+        # No policy: the decision's own insert checked the channel's suppression and consent.
+        checks = [{"rule": "unsubscribed", "passed": True, "value": "subscribed", "limit": decision.channel},
+                  {"rule": "consent", "passed": True, "value": "not refused", "limit": decision.channel}]
+    for check in checks:
+        limit = f" (limit {check['limit']})" if check.get("limit") else ""
+        rules.append(f"{check['rule']}: {check['value']}{limit}, {'passed' if check['passed'] else 'refused'}")
     if notes.get("excluded_arms"):
         rules.append(f"left out arms already bought: {', '.join(notes['excluded_arms'])}")
     text = (f"Subject {decision.subject_id} got arm {decision.arm_key!r} of experiment {experiment.key!r} from {how}; "
@@ -47,6 +57,6 @@ def explain(session: Session, assignment_id: str) -> dict[str, Any]:
         "assignment_id": decision.id, "experiment": experiment.key, "subject_id": decision.subject_id,
         "arm": decision.arm_key, "propensity": decision.propensity, "allocation": allocation_json,
         "policy_version": decision.policy_version, "holdout": decision.holdout, "features": features,
-        "profile_features": notes.get("profile_features", {}), "contact_rules": rules, "channel": decision.channel,
+        "profile_features": notes.get("profile_features", {}), "contact_rules": rules, "contact_checks": checks, "channel": decision.channel,
         "decided_at": iso_utc(decision.created_at), "explanation": text,
     }

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -348,3 +349,40 @@ class SubjectValue(Base):
     recency: Mapped[float] = mapped_column(Float)
     age: Mapped[float] = mapped_column(Float)
     monetary: Mapped[float] = mapped_column(Float)
+
+
+class IdempotencyRecord(Base):
+    """The stored answer of a decision request sent with an Idempotency-Key, per API key."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created", "created_at"),)
+
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(100))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
+class DoNotContact(Base):
+    """An erased subject's channel suppressions, keyed by an HMAC of the id (never the id itself)."""
+
+    __tablename__ = "do_not_contact"
+
+    subject_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class ServerSecret(Base):
+    """A secret generated once per database (the pseudonym key when none is configured)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]

@@ -114,6 +114,8 @@ class AssignRequest(_In):
     subject_id: str = SubjectId
     context: dict[str, Any] | None = None
     channel: str | None = Field(default=None, max_length=64)
+    request_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="makes a retry harmless, as an Idempotency-Key header does")
 
 
 class AssignResponse(BaseModel):
@@ -139,6 +141,8 @@ class BatchAssignRequest(_In):
     experiment: str = Field(pattern=SLUG)
     channel: str | None = Field(default=None, max_length=64)
     subjects: list[BatchSubject] = Field(min_length=1)
+    request_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="makes a retry harmless, as an Idempotency-Key header does")
 
 
 class BatchAssignResponse(BaseModel):

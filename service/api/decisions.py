@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from flask import Response, current_app, jsonify
+from flask import Response, current_app, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from .. import db
@@ -19,7 +19,8 @@ from .. import decisions as core
 from ..app import BEARER
 from ..errors import ApiError
 from ..observability import DECISIONS
-from .. import contact
+from ..pseudonyms import app_secret, subject_hash
+from .. import contact, idempotency
 from ..clock import utcnow
 from ..runtime import ExperimentRuntime, RuntimeCache
 from ..schemas import AssignRequest, AssignResponse, BatchAssignRequest, BatchAssignResponse
@@ -39,28 +40,78 @@ def runtime_cache() -> RuntimeCache:
 @api.post("/assign", responses={200: AssignResponse})
 @requires("decisions", "channel")
 def assign(body: AssignRequest) -> Response:
-    """Decide one subject's arm; the decision is stored before the answer is sent."""
-    return jsonify(store_and_answer(*decide_one(body)))
+    """Decide one subject's arm; the decision is stored before the answer is sent. With an
+    Idempotency-Key (or request_id) a retry gets the stored answer and stores nothing."""
+    key = idempotency.key_of(request.headers.get(idempotency.HEADER), body.request_id)
+    if key is not None:
+        replay = idempotency.claim(decision_session(), g.caller.key_id, key, "assign", request.get_data())
+        if replay is not None:
+            return replay
+    try:
+        answer = store_and_answer(*decide_one(body))
+    except BaseException:
+        g.pop("idempotency_pending", None)
+        raise
+    response = jsonify(answer)
+    if key is not None:
+        idempotency.remember(decision_session(), response.status_code, response.content_type, response.get_data())
+    commit_decision()
+    return response
+
+
+def decision_session() -> Session:
+    """The request's transaction for a decision that holds locks (contact rules that read history,
+    an idempotency key): its reads, write and stored answer commit together. Closed at teardown."""
+    session = g.get("decision_txn")
+    if session is None:
+        session = g.decision_txn = db.get_db().sessionmaker()
+    return session
+
+
+def commit_decision() -> None:
+    """Commit the decision's transaction, if the request has one (this releases its locks)."""
+    session = g.get("decision_txn")
+    if session is not None:
+        session.commit()
 
 
 def decide_one(body: AssignRequest) -> tuple[ExperimentRuntime, core.Outcome]:
-    """Everything before the write. It only reads, so a failure here has changed nothing (the direct
-    path in service/direct_assign.py relies on that to hand such a request to Flask)."""
+    """Everything before the write. Without locks it only reads, so a failure here has changed nothing
+    (the direct path in service/direct_assign.py relies on that to hand such a request to Flask); with
+    locks, they are held by the request's decision transaction, which teardown rolls back."""
     runtime = runtime_cache().get(db.session, body.experiment)
     requests = with_profile_features(db.session, runtime, [core.Request(body.subject_id, body.context, body.channel)])
-    # Without a contact policy only an unsubscribe can refuse, and the insert itself checks that.
-    suppressed = contact.verdict_for_one(db.get_db(), runtime, requests[0]) if contact.policies_for(runtime) else {}
+    if contact.serialised(runtime):
+        session = decision_session()
+        contact.lock_requests(session, runtime, requests)
+        suppressed = contact.verdict_for_one(db.get_db(), runtime, requests[0], session=session)
+    elif contact.policies_for(runtime):
+        suppressed = contact.verdict_for_one(db.get_db(), runtime, requests[0])
+    else:
+        # Without a contact policy only an unsubscribe, a refused consent or the do-not-contact list
+        # can refuse, and the insert itself checks those.
+        suppressed = {}
     (outcome,) = core.decide(runtime, requests, suppressed)
     return runtime, outcome
 
 
 def store_and_answer(runtime: ExperimentRuntime, outcome: core.Outcome) -> dict[str, Any]:
-    """Store the decision (when it is a logged one) and give the answer a channel gets."""
-    outcome = core.store_one(db.get_db(), outcome)
+    """Store the decision (when it is a logged one) and give the answer a channel gets. In a decision
+    transaction the write joins it and the caller commits (commit_decision)."""
+    database = db.get_db()
+    txn = g.get("decision_txn")
+    if outcome.row is not None:
+        channel = outcome.row["channel"]
+        hashed = subject_hash(app_secret(), outcome.subject_id) if channel else ""
+        if not core.store_one(database, outcome, hashed, txn):
+            request = core.Request(outcome.subject_id, None, channel)
+            outcome = core.Outcome(outcome.subject_id, None, None, reason=contact.refusal_reason(database, request),
+                                   no_offer=True)
     if outcome.no_offer:
-        session = db.session()
+        session = txn if txn is not None else db.session()
         _count_refusals(session, runtime, [outcome])
-        session.commit()
+        if txn is None:
+            session.commit()
     DECISIONS.labels(_kind(outcome)).inc()
     return core.to_json(runtime, outcome)
 
@@ -68,11 +119,18 @@ def store_and_answer(runtime: ExperimentRuntime, outcome: core.Outcome) -> dict[
 @api.post("/assign/batch", responses={200: BatchAssignResponse})
 @requires("decisions", "channel")
 def assign_batch(body: BatchAssignRequest) -> Response:
-    """Decide a whole send list; stored with one bulk write, answered in the same order."""
+    """Decide a whole send list; stored with one bulk write, answered in the same order. A subject
+    named twice is decided once. With an Idempotency-Key (or request_id) a retry gets the stored
+    answer and stores nothing."""
     limit = int(current_app.config["NEXTBEST_MAX_BATCH_SUBJECTS"])
     if len(body.subjects) > limit:
         raise ApiError(413, f"a batch may hold at most {limit} subjects, got {len(body.subjects)}")
     session = db.session()
+    key = idempotency.key_of(request.headers.get(idempotency.HEADER), body.request_id)
+    if key is not None:
+        replay = idempotency.claim(session, g.caller.key_id, key, "assign_batch", request.get_data())
+        if replay is not None:
+            return replay
     runtime = runtime_cache().get(db.session, body.experiment)
     requests = with_profile_features(
         db.session, runtime, [core.Request(s.subject_id, s.context, body.channel) for s in body.subjects])
@@ -83,10 +141,13 @@ def assign_batch(body: BatchAssignRequest) -> Response:
     with _in_background(core.store, session, outcomes):
         answer = core.batch_answer_json(runtime, outcomes, *_compact_json())
     _count_refusals(session, runtime, outcomes)
+    response = current_app.response_class(answer, mimetype="application/json")
+    if key is not None:
+        idempotency.remember(session, response.status_code, response.content_type, response.get_data())
     session.commit()
     for kind, count in Counter(_kind(o) for o in outcomes).items():
         DECISIONS.labels(kind).inc(count)
-    return current_app.response_class(answer, mimetype="application/json")
+    return response
 
 
 def _kind(outcome: core.Outcome) -> str:

@@ -176,7 +176,7 @@ def test_a_failed_write_is_answered_in_the_error_shape_and_counted(app: Any, api
     api.create_experiment(spring_email(contact_policy=None), start=True)
     lost = OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
 
-    def fail(database: Any, outcome: Any) -> Any:
+    def fail(database: Any, outcome: Any, *args: Any) -> Any:
         raise lost
 
     monkeypatch.setattr(core, "store_one", fail)
@@ -186,7 +186,7 @@ def test_a_failed_write_is_answered_in_the_error_shape_and_counted(app: Any, api
     assert answer.headers["Retry-After"] == "5" and answer.headers["X-Request-Id"] == "req-9"
     assert reached_flask == [], "the write is never run a second time by Flask"
 
-    def crash(database: Any, outcome: Any) -> Any:
+    def crash(database: Any, outcome: Any, *args: Any) -> Any:
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(core, "store_one", crash)
