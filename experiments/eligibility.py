@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 OPERATORS = ("in", "not_in", "eq", "ne", "lt", "lte", "gt", "gte")
 _ORDER = {"lt": lambda a, b: a < b, "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b}
-Scalar = str | int | float | bool | None
+Scalar = str | int | float | bool
 
 
 class Condition(BaseModel):
@@ -38,8 +38,8 @@ class Condition(BaseModel):
                        description="profile.<name> or context.<name> (profile.attributes.<name> for free attributes)")
     in_: list[Scalar] | None = Field(default=None, alias="in", max_length=1000)
     not_in: list[Scalar] | None = Field(default=None, max_length=1000)
-    eq: Scalar = None
-    ne: Scalar = None
+    eq: Scalar | None = None
+    ne: Scalar | None = None
     lt: int | float | None = None
     lte: int | float | None = None
     gt: int | float | None = None
@@ -49,7 +49,8 @@ class Condition(BaseModel):
     @classmethod
     def _exactly_one_operator(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            given = [op for op in OPERATORS if op in data or (op == "in" and "in_" in data)]
+            given = [op for op in OPERATORS
+                     if data.get(op) is not None or (op == "in" and data.get("in_") is not None)]
             if len(given) != 1:
                 raise ValueError(f"a condition needs exactly one operator of {', '.join(OPERATORS)}; got "
                                  f"{', '.join(given) or 'none'}")
@@ -60,10 +61,15 @@ class Condition(BaseModel):
                     raise ValueError(f"{op} needs a finite number, got {value!r}")
         return data
 
+    @model_serializer
+    def _compact(self) -> dict[str, Any]:
+        """Stored and shown as written: the field and its one operator."""
+        return self.as_json()
+
     @property
     def operator(self) -> str:
         for op in OPERATORS:
-            if op in self.model_fields_set or (op == "in" and "in_" in self.model_fields_set):
+            if getattr(self, "in_" if op == "in" else op) is not None:
                 return op
         raise AssertionError("validated conditions have one operator")
 
