@@ -34,8 +34,8 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "ucb1": {"alpha": 1.0},
     "epsilon_greedy": {"epsilon": 0.1},
     "softmax": {"tau": 1.0},
-    "lin_ucb": {"alpha": 1.0, "l2_lambda": 1.0},
-    "lin_ts": {"alpha": 1.0, "l2_lambda": 1.0},
+    "lin_ucb": {"alpha": 0.25, "l2_lambda": 1.0},
+    "lin_ts": {"alpha": 0.25, "l2_lambda": 1.0},
     "lin_greedy": {"epsilon": 0.1, "l2_lambda": 1.0},
 }
 

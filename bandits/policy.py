@@ -43,6 +43,8 @@ one per thread.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -236,8 +238,10 @@ class Policy:
     # ------------------------------------------------------------ state
 
     def to_state(self) -> dict[str, Any]:
-        """Return the learned state as plain JSON data (no pickle)."""
-        return {
+        """Return the learned state as plain JSON data (no pickle); ValueError if a number is not finite.
+
+        JSON has no infinities or NaN, so such a state could not be stored (or read back)."""
+        state = {
             "format": STATE_FORMAT,
             "policy": self._spec.name,
             "params": dict(self._model.params),
@@ -247,6 +251,10 @@ class Policy:
             "model": mw.dump(self._model),
             "encoder": self._encoder.to_state(),
         }
+        where = _non_finite(state)
+        if where is not None:
+            raise ValueError(f"policy state has a non-finite number at {where}; it cannot be stored as JSON")
+        return state
 
     @classmethod
     def from_state(
@@ -378,3 +386,20 @@ def _seed(seed: Any) -> int:
 
 
 __all__ = ["Decision", "Policy", "STATE_FORMAT"]
+
+
+def _non_finite(value: Any, where: str = "state") -> str | None:
+    """The path of the first non-finite float in nested JSON data, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _non_finite(item, f"{where}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _non_finite(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None

@@ -1,15 +1,13 @@
-"""Rewards: when a decision becomes a training example, and with what reward.
+"""Rewards: what a matured decision earned.
 
-Rewards arrive late. A decision's reward is known as soon as its rewarding
-event arrives (1 for a binary reward, the revenue so far for a value reward),
-or, if the event never comes, when the attribution window closes: then it gets
-the definition's default reward (0 unless configured). Until then it is not
-yet known (None) and must not be learned from. An LTV-adjusted reward is only
-known when the window closes, because a later unsubscribe changes it.
-
-A value reward taken at the event counts the revenue attributed so far; a full
-retrain recomputes rewards from the current summaries, so revenue that arrives
-later in the window is learned then.
+Rewards arrive late, so a decision is learned from only once it has matured: once it is
+the reward wait old, the same age for every decision whatever its outcome (the service
+decides when; see service/learning.py). Its reward is then what arrived within the wait:
+1 for a binary reward when the rewarding event arrived (the revenue for a value reward),
+else the definition's default (0 unless configured). Learning a success the moment it
+arrives, and a failure only when a window closes, would show a policy successes without
+their failures. ``window_closed`` below means "matured": until then the reward is not yet
+known (None) and must not be learned from. An LTV-adjusted reward follows the same rule.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ SPECS = [
     {"key": BANDIT, "name": "Load test bandit", "arms": ARMS,
      "allocation": {"type": "bandit", "policy": {"name": "thompson_sampling"}, "holdout": 0.1,
                     "refit_interval_seconds": 5},
-     "reward": {"event": "click"}},
+     "reward": {"event": "click", "wait_seconds": 2}},
 ]
 
 
@@ -744,9 +744,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = options(argv)
     raise_on_sigterm()
     run_id = f"load-{uuid.uuid4().hex[:8]}"
-    # Jobs on, so bandit refits (and their leases) run under the load as in production.
+    # Jobs on, so bandit refits (and their leases) run under the load as in production; decisions
+    # mature within the run (a 2 s reward wait, a 10 s grace: batches must be stored within 5 s).
     setup = set_up("loadtest", args.workers, args.threads,
-                   env={"NEXTBEST_JOBS": "on", "NEXTBEST_JOB_INTERVAL_SECONDS": "3"})
+                   env={"NEXTBEST_JOBS": "on", "NEXTBEST_JOB_INTERVAL_SECONDS": "3",
+                        "NEXTBEST_REWARD_GRACE_SECONDS": "10"})
     try:
         workers_before = setup.service.worker_pids()
         configs = client_configs(setup, run_id, args.clients, args.seconds, args.batch, args.subjects)

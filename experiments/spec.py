@@ -18,6 +18,9 @@ SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 _SLUG_RE = re.compile(SLUG)
 _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
+# The reward wait when the spec names none: bandits learn within a day, reports attribute over the window.
+DEFAULT_REWARD_WAIT_SECONDS = 86400
+
 BUILTIN_EVENTS = ("open", "click", "conversion", "unsubscribe")
 RATE_METRICS = ("open_rate", "click_rate", "click_to_open_rate", "conversion_rate", "unsubscribe_rate")
 VALUE_METRICS = ("revenue_per_decision", "revenue_per_converter", "ltv_adjusted_value")
@@ -142,7 +145,12 @@ class RewardSpec(_Strict):
     type: Literal["event", "ltv_adjusted"] = "event"
     event: str = Field(default="conversion", max_length=64)
     value: Literal["revenue"] | None = Field(default=None, description="reward the event's value, not 1")
-    default: float = Field(default=0.0, description="reward of a decision whose window closes without the event")
+    default: float = Field(default=0.0, description="reward of a decision whose reward wait passes without the event")
+    wait_seconds: int | None = Field(
+        default=None, ge=1, le=366 * 86400,
+        description="a decision trains once this old, with the rewarding events received by then, whatever "
+                    "its outcome; default one day (or the attribution window, if shorter)",
+    )
 
 
 class Guardrail(_Strict):
@@ -275,6 +283,28 @@ class ExperimentSpec(_Strict):
         if isinstance(allocation, BanditAllocation) and allocation.policy.name == "thompson_sampling" and not binary:
             raise ValueError("thompson_sampling learns from 0/1 rewards; use a binary event reward or another policy")
         return reward
+
+    @model_validator(mode="after")
+    def _reward_wait_fits(self) -> ExperimentSpec:
+        wait = self.reward.wait_seconds
+        if wait is not None and wait > self.attribution_window_seconds:
+            raise ValueError(f"reward.wait_seconds ({wait}) must not exceed attribution_window_seconds "
+                             f"({self.attribution_window_seconds}): events after the window are not attributed")
+        allocation = self.allocation
+        if isinstance(allocation, BanditAllocation) and allocation.training_window_days is not None:
+            days = allocation.training_window_days
+            if days * 86400 < self.reward_wait_seconds:
+                raise ValueError(
+                    f"allocation.training_window_days ({days} days) is shorter than the reward wait "
+                    f"({self.reward_wait_seconds} s): no decision in the window would have matured")
+        return self
+
+    @property
+    def reward_wait_seconds(self) -> int:
+        """How old a decision must be to train (and enter off-policy evaluation), whatever its outcome."""
+        if self.reward.wait_seconds is not None:
+            return self.reward.wait_seconds
+        return min(DEFAULT_REWARD_WAIT_SECONDS, self.attribution_window_seconds)
 
     @property
     def control_arm(self) -> str:

@@ -194,6 +194,7 @@ class BanditSection:
     arms: list[BanditArm]
     policy_vs_holdout: PolicyVsHoldout | None
     notes: list[str]
+    pending: int = 0  # decisions younger than the reward wait: not yet counted here
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,7 +557,11 @@ def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSectio
             holdout_mean=bandit.holdout.mean if bandit.holdout.n else None,
             comparison=compare("mean", bandit.holdout, bandit.policy, confidence),
         )
-    return BanditSection(metric, rows, versus, list(BANDIT_NOTES))
+    notes = list(BANDIT_NOTES)
+    if bandit.pending:
+        notes.append(f"{bandit.pending:,} decisions are younger than the reward wait and are not counted in this "
+                     "section yet: until then a decision has had no time to fail.")
+    return BanditSection(metric, rows, versus, notes, bandit.pending)
 
 
 def _warnings(inp: ReportInput, srm: SrmResult) -> list[str]:

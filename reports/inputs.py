@@ -58,6 +58,7 @@ class BanditInput:
     n_total: int
     holdout: MeanStats | None  # reward of holdout (uniform random) decisions
     policy: MeanStats | None  # reward of decisions the bandit allocated
+    pending: int = 0  # decisions younger than the reward wait, left out of all of the above
 
 
 @dataclass(frozen=True, slots=True)

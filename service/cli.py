@@ -153,14 +153,20 @@ def report(experiment: str, fmt: str) -> None:
 @click.option("--experiment", "key", default=None, help="only this experiment")
 def refit_command(full: bool, key: str | None) -> None:
     """Train bandit policies on newly known rewards and store new snapshots (for cron)."""
+    from .config import reward_grace_seconds
     from .leases import holder_name
     from .learning import refit_all
 
     database = _database()
     _require_migrated(database)
+    failed = False
     with database.session() as session:
-        for result in refit_all(session, full=full, key=key, holder=holder_name("cli")):
+        for result in refit_all(session, full=full, key=key, holder=holder_name("cli"),
+                                grace_seconds=reward_grace_seconds()):
             click.echo(json.dumps(result.as_json()))
+            failed = failed or result.status == "failed"
+    if failed:  # every other experiment was refitted; the exit status tells cron one was not
+        raise SystemExit(1)
 
 
 @main.command("evaluate")

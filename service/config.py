@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_POLICY_REFRESH_SECONDS": 5.0,
     "NEXTBEST_JOBS": "off",  # "on": run refit and promotion jobs inside the service
     "NEXTBEST_JOB_INTERVAL_SECONDS": 60.0,
+    # Refits train decisions matured this long ago; ingestion commits within half of it (service/learning.py).
+    "NEXTBEST_REWARD_GRACE_SECONDS": 300.0,
     "NEXTBEST_DB_POOL_SIZE": 5,
     "NEXTBEST_DB_STATEMENT_TIMEOUT_MS": 30_000,
     "NEXTBEST_SECRET_KEY": None,  # signs dashboard sessions; random per process when unset
@@ -47,6 +49,14 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config.update(overrides or {})
     config["DATABASE_URL"] = normalise_database_url(str(config["DATABASE_URL"]))
     return config
+
+
+def reward_grace_seconds(config: Mapping[str, Any] | None = None) -> float:
+    """How far behind `now` refits train (and how long ingestion may hold a stamp: half of it)."""
+    value = (config or {}).get("NEXTBEST_REWARD_GRACE_SECONDS")
+    if value is None:
+        value = os.environ.get("NEXTBEST_REWARD_GRACE_SECONDS", DEFAULTS["NEXTBEST_REWARD_GRACE_SECONDS"])
+    return float(value)
 
 
 def switched_on(config: Mapping[str, Any], key: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from experiments.context import covariate_value
+from experiments.context import covariate_value, number_problems
 from experiments.history import parse_history, parse_mapping, read_records
 from experiments.spec import BanditAllocation
 
@@ -51,8 +51,20 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
 
-    decisions, events, outcomes, custom = [], [], [], []
+    # The context rule of live decisions (finite, bounded numbers) holds for imported ones too.
+    categorical = {f.name for f in spec.allocation.features if f.type == "categorical"} \
+        if isinstance(spec.allocation, BanditAllocation) else set()
+    good_rows = []
     for row in parsed.rows:
+        problems = number_problems(row.context, skip=categorical)
+        if problems:
+            parsed.rejected.append({"line": row.line, "reason": "; ".join(f"{p.field}: {p.message}" for p in problems)})
+        else:
+            good_rows.append(row)
+    parsed.rejected.sort(key=lambda r: r["line"])
+
+    decisions, events, outcomes, custom = [], [], [], []
+    for row in good_rows:
         digest = hashlib.sha256(f"{experiment.id}:{row.line}:{row.fingerprint}".encode()).hexdigest()
         assignment_id = "i" + digest[:31]
         decisions.append({
@@ -100,7 +112,7 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
                         (DecisionCustomOutcome, fresh(custom))):
         for start in range(0, len(rows), _CHUNK):
             bulk_write(session, model, rows[start:start + _CHUNK])
-    store.audit(session, experiment, actor, "import", rows=len(parsed.rows), imported=len(new_ids),
+    store.audit(session, experiment, actor, "import", rows=len(good_rows), imported=len(new_ids),
                 rejected=len(parsed.rejected))
     return {
         "imported": len(new_ids),

@@ -25,36 +25,49 @@ from .models import Experiment
 log = logging.getLogger("nextbest.jobs")
 
 
-def refit_due(database: Database, holder: str) -> list[Any]:
-    """Refit each running bandit whose last snapshot is older than its refit interval."""
+def refit_due(database: Database, holder: str, grace_seconds: float | None = None) -> list[Any]:
+    """Refit each running bandit whose last snapshot is older than its refit interval.
+
+    A refit that fails (a bad row, a state that cannot be stored) is recorded and skipped; the
+    other experiments are refitted all the same."""
     from experiments.spec import BanditAllocation
 
-    from .learning import latest_snapshot, refit
+    from .config import reward_grace_seconds
+    from .learning import latest_snapshot, refit_safely
     from .store.experiments import spec_of
 
+    grace = reward_grace_seconds() if grace_seconds is None else grace_seconds
     results = []
     with database.session() as session:
-        experiments = session.scalars(select(Experiment).where(Experiment.status == "running",
-                                                               Experiment.winner_arm.is_(None))).all()
-        for experiment in experiments:
-            spec = spec_of(experiment)
+        ids = session.scalars(select(Experiment.id).where(Experiment.status == "running",
+                                                          Experiment.winner_arm.is_(None))
+                              .order_by(Experiment.id)).all()
+        for experiment_id in ids:
+            experiment = session.get(Experiment, experiment_id)
+            if experiment is None:
+                continue
+            try:
+                spec = spec_of(experiment)
+            except Exception:  # noqa: BLE001 - an unreadable spec is that experiment's problem alone
+                log.exception("experiment %s has an unreadable spec; not refitted", experiment.key)
+                continue
             if not isinstance(spec.allocation, BanditAllocation):
                 continue
             last = latest_snapshot(session, experiment.id)
             interval = timedelta(seconds=spec.allocation.refit_interval_seconds)
             if last is None or last.created_at + interval <= utcnow():
-                results.append(refit(session, experiment, holder=holder))
+                results.append(refit_safely(session, experiment, holder=holder, grace_seconds=grace))
     return results
 
 
-def run_once(database: Database, holder: str | None = None) -> dict[str, Any]:
+def run_once(database: Database, holder: str | None = None, grace_seconds: float | None = None) -> dict[str, Any]:
     """One pass of every job; errors in one job do not stop the others."""
     from .promotion import evaluate_all
     from .webhooks import deliver_due
 
     holder = holder or holder_name("jobs")
     summary: dict[str, Any] = {}
-    for name, job in (("refit", lambda: [r.as_json() for r in refit_due(database, holder)]),
+    for name, job in (("refit", lambda: [r.as_json() for r in refit_due(database, holder, grace_seconds)]),
                       ("promotion", lambda: _with_session(database, lambda s: evaluate_all(s, holder=holder))),
                       ("webhooks", lambda: _with_session(database, deliver_due))):
         try:
@@ -74,16 +87,17 @@ def _with_session(database: Database, work: Any) -> Any:
 
 
 class JobThread(threading.Thread):
-    def __init__(self, database: Database, interval: float):
+    def __init__(self, database: Database, interval: float, grace_seconds: float | None = None):
         super().__init__(name="nextbest-jobs", daemon=True)
         self.database = database
         self.interval = interval
+        self.grace_seconds = grace_seconds
         self.stopped = threading.Event()
 
     def run(self) -> None:
         holder = holder_name("jobs")
         while not self.stopped.wait(self.interval):
-            run_once(self.database, holder)
+            run_once(self.database, holder, grace_seconds=self.grace_seconds)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -94,7 +108,8 @@ def start(app: Any) -> JobThread | None:
         return None
     from .db import get_db
 
-    thread = JobThread(get_db(app), float(app.config["NEXTBEST_JOB_INTERVAL_SECONDS"]))
+    thread = JobThread(get_db(app), float(app.config["NEXTBEST_JOB_INTERVAL_SECONDS"]),
+                       float(app.config.get("NEXTBEST_REWARD_GRACE_SECONDS", 300.0)))
     thread.start()
     app.extensions["nextbest.jobs"] = thread
     return thread

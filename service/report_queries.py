@@ -365,23 +365,37 @@ def _daily(session: Session, eid: int, spec: ExperimentSpec) -> list[DailyArmSum
 
 
 def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInput:
+    """The bandit section's sums over matured decisions only (as old as the reward wait), as training uses."""
+    from datetime import timedelta
+
     from reports.bandit import IpwArmStats, PeriodArmStats
 
+    from .clock import utcnow
+
     r = reward_value(spec)
+    cutoff = utcnow() - timedelta(seconds=spec.reward_wait_seconds)
+    matured = A.created_at <= cutoff
+    pending = session.scalar(select(func.count()).select_from(A).where(_a_scope(eid), ~matured)) or 0
+
+    def a_matured(eid: int) -> ColumnElement[bool]:
+        return and_(_a_scope(eid), matured)
+
+    def o_matured(eid: int) -> ColumnElement[bool]:
+        return and_(_o_scope(eid), O.assignment_id.in_(select(A.id).where(A.experiment_id == eid, matured)))
     w = 1.0 / O.propensity
     day = _day(A.created_at).label("day")
     counts = {
         (str(row.day), row.arm_key): int(row.n)
         for row in session.execute(
             select(day, A.arm_key, func.count().label("n"))
-            .where(_a_scope(eid), A.holdout.is_(False)).group_by(day, A.arm_key)
+            .where(a_matured(eid), A.holdout.is_(False)).group_by(day, A.arm_key)
         )
     }
     rewards = {
         (str(row.day), row.arm_key): row
         for row in session.execute(
             select(O.day, O.arm_key, func.sum(r).label("s"), func.sum(r * r).label("s2"))
-            .where(_o_scope(eid), O.holdout.is_(False)).group_by(O.day, O.arm_key)
+            .where(o_matured(eid), O.holdout.is_(False)).group_by(O.day, O.arm_key)
         )
     }
     periods = [
@@ -395,7 +409,7 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         for row in session.execute(
             select(A.arm_key, func.sum(1.0 / A.propensity).label("sw"),
                    func.sum(1.0 / (A.propensity * A.propensity)).label("sw2"))
-            .where(_a_scope(eid)).group_by(A.arm_key)
+            .where(a_matured(eid)).group_by(A.arm_key)
         )
     }
     weighted = {
@@ -403,7 +417,7 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         for row in session.execute(
             select(O.arm_key, func.sum(w * r).label("swr"), func.sum(w * w * r).label("sw2r"),
                    func.sum(w * w * r * r).label("sw2r2"))
-            .where(_o_scope(eid)).group_by(O.arm_key)
+            .where(o_matured(eid)).group_by(O.arm_key)
         )
     }
     ipw = []
@@ -414,17 +428,19 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
             sum_w2=float(row.sw2 or 0), sum_w2r=float(extra.sw2r or 0) if extra else 0.0,
             sum_w2r2=float(extra.sw2r2 or 0) if extra else 0.0,
         ))
-    n_total = session.scalar(select(func.count()).select_from(A).where(_a_scope(eid))) or 0
+    n_total = session.scalar(select(func.count()).select_from(A).where(a_matured(eid))) or 0
     groups = {}
     for holdout in (True, False):
-        n = session.scalar(select(func.count()).select_from(A).where(_a_scope(eid),
+        n = session.scalar(select(func.count()).select_from(A).where(a_matured(eid),
                                                                      A.holdout.is_(holdout))) or 0
         sums = session.execute(
             select(func.sum(r).label("s"), func.sum(r * r).label("s2"))
-            .where(_o_scope(eid), O.holdout.is_(holdout))
+            .where(o_matured(eid), O.holdout.is_(holdout))
         ).one()
         groups[holdout] = MeanStats(int(n), float(sums.s or 0), float(sums.s2 or 0)) if n else None
-    return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False])
+    return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False],
+                       pending=int(pending))
+
 
 
 def suppressed_counts(session: Session, eid: int) -> dict[str, int]:

@@ -334,7 +334,9 @@ class EvaluateRequest(_In):
 
 class EvaluateResponse(BaseModel):
     experiment: str
-    decisions: int
+    decisions: int = Field(description="matured decisions evaluated on")
+    pending: int = Field(default=0, description="decisions younger than the reward wait, left out")
+    reward_wait_seconds: int | None = None
     reward: dict[str, Any]
     candidates: list[dict[str, Any]]
 

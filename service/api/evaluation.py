@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flask import Response, jsonify
+from flask import Response, current_app, has_app_context, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy.orm import Session
 
@@ -15,7 +15,8 @@ from .. import db
 from ..app import BEARER
 from ..clock import utcnow
 from ..errors import ApiError
-from ..learning import known_decisions
+from ..config import reward_grace_seconds
+from ..learning import known_decisions, watermark
 from ..schemas import EvaluateRequest, EvaluateResponse, ExperimentPath
 from ..store import experiments as store
 from .scoping import requires
@@ -29,9 +30,12 @@ def evaluate_experiment(session: Session, key: str, request: EvaluateRequest) ->
 
     experiment = store.get(session, key)
     spec = store.spec_of(experiment)
-    logged = known_decisions(session, experiment, spec, None, utcnow(), include_holdout=True)
+    # Only matured decisions, as for training: an open decision has had no time to fail yet.
+    grace = reward_grace_seconds(current_app.config if has_app_context() else None)
+    logged = known_decisions(session, experiment, spec, None, watermark(utcnow(), grace), include_holdout=True)
     if not logged.arms:
-        raise ApiError(409, "no logged decisions with known rewards yet; nothing to evaluate",
+        raise ApiError(409, f"no matured decisions yet ({logged.pending} pending: a decision counts once it is "
+                            f"reward.wait_seconds = {spec.reward_wait_seconds} s old); nothing to evaluate",
                        code="not_enough_data")
     features = spec.allocation.features if isinstance(spec.allocation, BanditAllocation) else []
     config = EvaluationConfig(refit_every=request.refit_every, max_weight=request.max_weight,
@@ -44,7 +48,8 @@ def evaluate_experiment(session: Session, key: str, request: EvaluateRequest) ->
         )
     except ValueError as exc:
         raise ApiError(422, str(exc), details=[{"field": "candidates"}]) from None
-    return {"experiment": experiment.key, "decisions": len(logged.arms),
+    return {"experiment": experiment.key, "decisions": len(logged.arms), "pending": logged.pending,
+            "reward_wait_seconds": spec.reward_wait_seconds,
             "reward": spec.reward.model_dump(mode="json"), "candidates": [row.to_dict() for row in rows]}
 
 

@@ -7,6 +7,8 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from .. import db
 from ..app import BEARER
+from ..clock import utcnow
+from ..config import reward_grace_seconds
 from ..errors import ApiError
 from ..contact import suppress_unsubscribed
 from ..ingest import ingest
@@ -25,8 +27,16 @@ def send_events(body: EventBatchIn) -> Response:
     if len(body.events) > limit:
         raise ApiError(413, f"a batch may hold at most {limit} events, got {len(body.events)}")
     session = db.session()
-    result = ingest(session, body.events)
+    stamped = utcnow()
+    result = ingest(session, body.events, now=stamped)
     suppress_unsubscribed(session, result.unsubscribes, {})  # each names its channel
+    # Refits train decisions matured a grace ago and trust that every event stamped before then is
+    # committed; a batch that held its stamp longer than half the grace is not committed (service/learning.py).
+    limit = reward_grace_seconds(current_app.config) / 2
+    if (utcnow() - stamped).total_seconds() > limit:
+        session.rollback()
+        raise ApiError(503, f"the batch took longer than {limit:g} s to store; send it again",
+                       code="ingest_too_slow", headers={"Retry-After": "1"})
     session.commit()
     for status, count in (("accepted", result.accepted), ("duplicate", result.duplicates),
                           ("rejected", result.rejected)):

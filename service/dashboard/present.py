@@ -163,6 +163,8 @@ def audit_summary(action: str, details: dict[str, Any] | None) -> str:
         return "created in draft"
     if action == "update":
         return "changed " + ", ".join(d.get("changed") or []) if d.get("changed") else "updated"
+    if action == "refit_failed":
+        return f"refit failed, the previous policy keeps serving: {d.get('error', 'unknown error')}"[:200]
     if action == "import":
         text = f"imported {count(d.get('imported'))} of {count(d.get('rows'))} rows"
         if d.get("rejected"):

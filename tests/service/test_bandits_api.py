@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from experiments.bucketing import in_holdout
 from service import clock, create_app
 from service import db as db_module
-from service.learning import refit, training_examples
+from service.learning import REWARD_GRACE_SECONDS, known_decisions, refit, training_examples
 from service.leases import acquire
 from service.models import Assignment, Experiment, JobLease, PolicySnapshot
 from service.store.experiments import spec_of
@@ -49,8 +49,8 @@ def simulated_clock() -> Any:
 
 
 def close_windows(app: Any, ids: list[str]) -> None:
-    """Let time pass until these decisions' attribution windows have closed."""
-    clock.advance(WINDOW + 5)
+    """Let time pass until these decisions have matured (their reward wait is the window here) and a refit may read them."""
+    clock.advance(WINDOW + REWARD_GRACE_SECONDS + 5)
 
 
 def play_round(app: Any, api: Any, key: str, subjects: list[dict[str, Any]], reward_prob: Any,
@@ -160,6 +160,7 @@ def test_linucb_beats_the_best_single_arm_when_the_best_arm_depends_on_a_feature
 def test_delayed_rewards_and_idempotent_refits(app: Any, api: Any) -> None:
     api.create_experiment(bandit_spec(), start=True)
     d = api.assign_batch("nbo", [{"subject_id": f"u{i}"} for i in range(3)])
+    decided = clock.utcnow()
     rewarded, silent, late = (x["assignment_id"] for x in d)
     api.send_events([{"event_id": "r", "type": "conversion", "assignment_id": rewarded,
                       "occurred_at": iso(clock.utcnow())}])
@@ -167,14 +168,15 @@ def test_delayed_rewards_and_idempotent_refits(app: Any, api: Any) -> None:
     with database.session() as session:
         experiment = session.scalars(select(Experiment)).one()
         spec = spec_of(experiment)
+        assert spec.reward_wait_seconds == WINDOW  # the default one day, capped by the shorter window
         now = clock.utcnow()
         _, arms, rewards = training_examples(session, experiment, spec, None, now)
-        assert list(rewards) == [1.0]  # known at once: its rewarding event arrived inside the window
-        later = now + timedelta(seconds=WINDOW + 60)
-        _, arms, rewards = training_examples(session, experiment, spec, now, later)
-        assert sorted(rewards) == [0.0, 0.0]  # the others' windows closed: default reward
-        _, arms, rewards = training_examples(session, experiment, spec, None, later)
-        assert sorted(rewards) == [0.0, 0.0, 1.0]
+        assert list(rewards) == []  # a success waits like a failure: nothing has matured yet
+        matured = decided + timedelta(seconds=WINDOW)
+        _, arms, rewards = training_examples(session, experiment, spec, None, matured)
+        assert sorted(rewards) == [0.0, 0.0, 1.0]  # all three mature together, whatever their outcome
+        _, arms, rewards = training_examples(session, experiment, spec, matured, matured + timedelta(days=1))
+        assert list(rewards) == []  # and only once
     # A conversion after the window closed is unattributed and changes nothing.
     close_windows(app, [late])
     answer = api.send_events([{"event_id": "too-late", "type": "conversion", "assignment_id": late,
@@ -186,6 +188,28 @@ def test_delayed_rewards_and_idempotent_refits(app: Any, api: Any) -> None:
     assert again.status == "nothing_new"
     with database.session() as session:
         assert session.scalar(select(func.count()).select_from(PolicySnapshot)) == 1
+
+
+def test_a_reward_received_after_the_wait_does_not_train(app: Any, api: Any) -> None:
+    spec = bandit_spec(attribution_window_seconds=3 * 86400)
+    spec["reward"] = {"event": "conversion", "wait_seconds": 3600}
+    api.create_experiment(spec, start=True)
+    d = api.assign_batch("nbo", [{"subject_id": f"u{i}"} for i in range(2)])
+    early, late = (x["assignment_id"] for x in d)
+    clock.advance(3599)
+    api.send_events([{"event_id": "e", "type": "conversion", "assignment_id": early,
+                      "occurred_at": iso(clock.utcnow())}])
+    clock.advance(2)
+    api.send_events([{"event_id": "l", "type": "conversion", "assignment_id": late,
+                      "occurred_at": iso(clock.utcnow())}])  # attributed (reports count it), not learned
+    clock.advance(REWARD_GRACE_SECONDS + 1)
+    database = db_module.get_db(app)
+    with database.session() as session:
+        experiment = session.scalars(select(Experiment)).one()
+        spec_ = spec_of(experiment)
+        known = known_decisions(session, experiment, spec_, None, clock.utcnow())
+        by_id = dict(zip(sorted(x["assignment_id"] for x in d), known.rewards))  # same decision time: id order
+        assert by_id == {early: 1.0, late: 0.0} and known.pending == 0
 
 
 def test_refit_lease_and_snapshot_pickup_by_another_worker(app: Any, api: Any, database_url: str) -> None:

@@ -103,10 +103,10 @@ def test_a_bandit_can_learn_from_the_ltv_adjusted_value(app: Any, api: Any) -> N
                 events.append({"event_id": f"c-{d['assignment_id']}", "type": "conversion", "value": 5.0,
                                "assignment_id": d["assignment_id"], "occurred_at": now})
         api.send_events(events)
-        with db_module.get_db(app).session() as session:  # not known while an unsubscribe may still come
+        with db_module.get_db(app).session() as session:  # not matured: an unsubscribe may still come
             experiment = session.scalars(select(Experiment)).one()
             assert refit(session, experiment).examples == 0
-        clock.advance(3700)  # the LTV reward is known once the window has closed
+        clock.advance(3600 + 400)  # known once the decisions matured (the wait: the 1-hour window) and a grace passed
         with db_module.get_db(app).session() as session:
             experiment = session.scalars(select(Experiment)).one()
             result = refit(session, experiment)
