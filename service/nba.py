@@ -231,17 +231,21 @@ def _arm_options(session: Session, runtime: ExperimentRuntime, subject_id: str,
         contexts = core.check_contexts(runtime, [core.Request(subject_id, context or None, None)])
         vector = runtime.policy.probabilities(contexts if runtime.policy.contextual else None)[0]
         probabilities = dict(zip(runtime.policy.arms, (float(p) for p in vector)))
-    stats = _RATES.get((str(session.get_bind().url), runtime.id, runtime.revision),
+    stats = _RATES.get((str(session.get_bind().url), runtime.id, runtime.revision, runtime.policy_version),
                        lambda: _arm_stats(session, runtime))
     expectations = _bandit_expectations(runtime, subject_id, context)
     pooled = sum(s.responses for s in stats.values()) / max(1, sum(s.decisions for s in stats.values()))
-    prior = pooled if sum(s.decisions for s in stats.values()) else PRIOR_RESPONSE
+    prior = max(pooled, 1e-3) if sum(s.decisions for s in stats.values()) else PRIOR_RESPONSE
     options = []
     revenue_reward = spec.reward.type == "ltv_adjusted" or spec.reward.value == "revenue"
     for arm in arms:
         s = stats.get(arm, ArmStats(0, 0, 0.0, 0))
         if expectations is not None and arm in expectations:
-            estimate = max(0.0, expectations[arm])
+            # The bandit's estimate for this subject, shrunk toward the family's measured rate by how
+            # little the arm has been tried: a ridge estimate from a handful of failures is 0, and an
+            # offer scored 0 would never be explored again.
+            estimate = ((s.decisions * max(0.0, expectations[arm]) + PRIOR_WEIGHT * prior)
+                        / (s.decisions + PRIOR_WEIGHT))
         else:
             estimate = (s.responses + PRIOR_WEIGHT * prior) / (s.decisions + PRIOR_WEIGHT)
         value = _arm_value(spec, arm, s)

@@ -59,15 +59,22 @@ class Result:
     customers: int
     conversions: int
     value: float
+    expected_value: float  # the sum of each contact's conversion probability x margin: value without outcome noise
     by_offer: dict[str, int]
 
     @property
     def per_customer(self) -> float:
         return self.value / self.customers
 
+    @property
+    def expected_per_customer(self) -> float:
+        return self.expected_value / self.customers
 
-def run(strategy: str, database_url: str, *, seed: int, days: int, per_day: int) -> Result:
-    """One strategy on one fresh database; returns what it earned."""
+
+def run(strategy: str, database_url: str, *, seed: int, days: int, per_day: int, warm_up_days: int = 1) -> Result:
+    """One strategy on one fresh database; returns what it earned. For the first `warm_up_days` both
+    strategies run the offers side by side (next best action is switched on for offers that have
+    run for a while, so each has seen every segment)."""
     from service.learning import refit_all
 
     db_module.upgrade(database_url)
@@ -81,7 +88,7 @@ def run(strategy: str, database_url: str, *, seed: int, days: int, per_day: int)
         assert client.post("/v1/experiments", json=offer_spec(key), headers=headers["analyst"]).status_code == 201
         assert client.post(f"/v1/experiments/{key}/start", headers=headers["analyst"]).status_code == 200
     rng = np.random.default_rng(seed)
-    value, conversions, by_offer, customers = 0.0, 0, {k: 0 for k in MARGINS}, 0
+    value, expected, conversions, by_offer, customers = 0.0, 0.0, 0, {k: 0 for k in MARGINS}, 0
     clock.reset()
     try:
         for day in range(days):
@@ -93,7 +100,7 @@ def run(strategy: str, database_url: str, *, seed: int, days: int, per_day: int)
             assert imported.status_code == 200, imported.get_json()
             events = []
             for subject, segment in zip(ids, segments, strict=True):
-                if strategy == "next_best_action":
+                if strategy == "next_best_action" and day >= warm_up_days:
                     answer = client.post("/v1/next-best-action", headers=headers["channel"],
                                          json={"subject_id": subject, "channels": ["email"],
                                                "exploration": 0.2}).get_json()
@@ -107,6 +114,7 @@ def run(strategy: str, database_url: str, *, seed: int, days: int, per_day: int)
                 customers += 1
                 family = answer["experiment"]
                 by_offer[family] += 1
+                expected += RATES[str(segment)][family] * MARGINS[family]
                 if rng.random() < RATES[str(segment)][family]:
                     conversions += 1
                     value += MARGINS[family]
@@ -122,7 +130,7 @@ def run(strategy: str, database_url: str, *, seed: int, days: int, per_day: int)
     finally:
         clock.reset()
         db_module.get_db(app).dispose()
-    return Result(strategy, customers, conversions, value, by_offer)
+    return Result(strategy, customers, conversions, value, expected, by_offer)
 
 
 def sqlite_url(folder: Path, name: str) -> str:
