@@ -28,7 +28,7 @@ _TRANSITIONS: dict[tuple[str, str], Status] = {
 LABEL_FIELDS = frozenset({"name", "description"})
 ANALYSIS_FIELDS = frozenset(
     {"promotion", "guardrails", "contact_policy", "metrics", "unsubscribe_value_share", "default_subject_value",
-     "subject_value_field"}
+     "subject_value_field", "eligibility", "priority"}
 )
 DESIGN_FIELDS = frozenset(
     {"arms", "allocation", "reward", "attribution_window_seconds", "custom_events", "covariate"}

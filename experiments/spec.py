@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from .eligibility import Condition
+
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 _SLUG_RE = re.compile(SLUG)
 _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -54,6 +56,11 @@ class ArmSpec(_Strict):
     payload: dict[str, Any] = Field(default_factory=dict, description="returned to the channel as is")
     is_control: bool = False
     enabled: bool = True
+    value: float | None = Field(
+        default=None, ge=0, le=1e9,
+        description="what a conversion on this arm is worth (its margin), for next best action; "
+                    "default: the arm's measured revenue per conversion",
+    )
 
 
 class FixedAllocation(_Strict):
@@ -216,6 +223,12 @@ class ExperimentSpec(_Strict):
     subject_value_field: str | None = Field(
         default=None, max_length=64, description="context field carrying the subject's lifetime value, if any"
     )
+    eligibility: list[Condition] = Field(
+        default_factory=list, max_length=50,
+        description="who may get this offer: conditions on profile.* and context.* fields, all of which must hold",
+    )
+    priority: float = Field(default=1.0, gt=0, le=1e6,
+                            description="business weight of this offer family in next best action")
 
     @field_validator("arms")
     @classmethod

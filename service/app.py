@@ -192,10 +192,10 @@ def _register_request_hooks(app: OpenAPI) -> None:
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from .api import (decisions, evaluation, events, experiments, health, imports, promotions, reports, subjects,
-                      value)
+    from .api import (decisions, evaluation, events, experiments, health, imports, nba, promotions, reports,
+                      subjects, value)
 
-    for module in (health, experiments, decisions, events, imports, reports, evaluation, promotions, subjects,
+    for module in (health, experiments, decisions, nba, events, imports, reports, evaluation, promotions, subjects,
                    value):
         app.register_api(module.api)
     from .dashboard import bp as dashboard

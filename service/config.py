@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_DIRECT_ASSIGN": "on",  # "off": every single decision goes through Flask's request handling
     "NEXTBEST_RATE_LIMIT_PER_SECOND": 2000.0,  # per key and worker; 0 turns it off
     "NEXTBEST_CONTACT_POLICY": "",  # global default contact policy, JSON in the experiment spec's shape
+    "NEXTBEST_CHANNELS": "email,sms,push",  # channels next best action considers when a request names none
+    "NEXTBEST_CONTACT_COSTS": "",  # next best action: cost of one contact per channel, JSON {"sms": 0.05}
+    "NEXTBEST_NBA_EXPLORATION": 0.1,  # next best action: share of choices spread over every worthwhile offer
     "NEXTBEST_DEFAULT_TIMEZONE": "UTC",  # quiet hours when neither the request nor the profile names a zone
     "NEXTBEST_PSEUDONYM_SECRET": "",  # HMAC key of erased subjects' pseudonyms; generated in the database if unset
     "NEXTBEST_IDEMPOTENCY_RETENTION_SECONDS": 86400.0,  # how long a stored answer replays an Idempotency-Key

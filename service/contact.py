@@ -75,6 +75,16 @@ def lock_requests(session: Session, runtime: Any, requests: Sequence[Any]) -> No
     contact_locks.serialise(session, keys)
 
 
+def last_purchase(session: Session, subject_id: str) -> datetime | None:
+    """The subject's latest conversion or imported purchase (what cooldowns count from)."""
+    return _last_conversions(session, [subject_id]).get(subject_id)
+
+
+def default_timezone() -> str | None:
+    """NEXTBEST_DEFAULT_TIMEZONE, or None for UTC."""
+    return _default_timezone()
+
+
 def _default_timezone() -> str | None:
     zone = current_app.config.get("NEXTBEST_DEFAULT_TIMEZONE") if has_app_context() else None
     return str(zone) if zone and str(zone).upper() != "UTC" else None

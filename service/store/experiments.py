@@ -20,18 +20,27 @@ from ..models import Arm, AuditEntry, Experiment
 
 def spec_of(experiment: Experiment) -> ExperimentSpec:
     """Rebuild the validated spec from the row and its arms."""
+    stored = dict(experiment.spec)
+    values = stored.pop("arm_values", None) or {}
     arms = [
-        ArmSpec(key=a.key, name=a.name, payload=a.payload or {}, is_control=a.is_control, enabled=a.enabled)
+        ArmSpec(key=a.key, name=a.name, payload=a.payload or {}, is_control=a.is_control, enabled=a.enabled,
+                value=values.get(a.key))
         for a in experiment.arms
     ]
     return ExperimentSpec.model_validate(
-        {**experiment.spec, "key": experiment.key, "name": experiment.name,
+        {**stored, "key": experiment.key, "name": experiment.name,
          "description": experiment.description, "arms": arms}
     )
 
 
 def _spec_columns(spec: ExperimentSpec) -> dict[str, Any]:
-    return spec.model_dump(mode="json", exclude={"arms", "key", "name", "description"})
+    """The spec's JSON column: everything but the arms (rows of their own) and the labels, plus the arms'
+    values (what a conversion on each is worth), which the arm rows do not hold."""
+    columns = spec.model_dump(mode="json", exclude={"arms", "key", "name", "description"})
+    values = {arm.key: arm.value for arm in spec.arms if arm.value is not None}
+    if values:
+        columns["arm_values"] = values
+    return columns
 
 
 def _write_arms(experiment: Experiment, spec: ExperimentSpec) -> None:

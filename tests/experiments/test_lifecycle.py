@@ -124,7 +124,8 @@ def test_labels_are_never_frozen(status: str, field: str) -> None:
 @pytest.mark.parametrize("status", ["running", "paused"])
 def test_analysis_settings_may_change_while_running_or_paused(status: str) -> None:
     assert mutable_fields(status) == {"name", "description", "promotion", "guardrails", "contact_policy", "metrics",
-                                      "unsubscribe_value_share", "default_subject_value", "subject_value_field"}
+                                      "unsubscribe_value_share", "default_subject_value", "subject_value_field",
+                                      "eligibility", "priority"}
 
 
 def test_nothing_but_labels_after_conclusion() -> None:
