@@ -1,10 +1,4 @@
-"""A small Python client for channel systems (and the demo, load test and README examples).
-
-    from service.client import Client
-    nb = Client("http://127.0.0.1:8000", key="nb_...")
-    decision = nb.assign("spring-email", "c-123", context={"recency": 3}, channel="email")
-    if not decision.no_offer:
-        nb.send_events([nb.event("click", assignment_id=decision.assignment_id)])
+"""The client: one service, one key, retries that are always harmless.
 
 Event ids are generated when not given, so a retried send is stored once.
 Every POST the client may retry carries an `Idempotency-Key` (decisions, batches
@@ -13,19 +7,25 @@ returns the stored answer instead of deciding again. A POST without a key is
 never re-sent. 429 and 503 answers, a 409 `idempotency_in_progress` (the first
 try is still running) and connection errors or timeouts are retried with
 exponential backoff, honouring Retry-After; other errors raise `ApiError` at once.
+
+When the service cannot be reached (connection errors, timeouts, or 429/5xx answers
+after every retry), `assign` and `assign_batch` do not raise: like the SDKs of
+experimentation platforms they return a fallback decision, `no_offer` with reason
+`unavailable` and the default payload the caller gave (per call, or per experiment in
+`Client(defaults=...)`), so the channel still sends something. `Client(fallback=False)`
+raises instead. Errors that retrying cannot fix (a bad request, a wrong key) always raise.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import requests
 
-from .clock import iso_utc
+from .models import Decision, EventResults, Report
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -56,44 +56,25 @@ class ApiError(Exception):
         self.details = details or []
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    assignment_id: str | None
-    experiment: str
-    subject_id: str
-    arm: str | None
-    payload: dict[str, Any] | None
-    propensity: float | None
-    policy_version: int | None
-    holdout: bool
-    no_offer: bool
-    reason: str | None
-    retry_after: str | None
-    extra: dict[str, Any] = field(default_factory=dict)
+class Unavailable(ApiError):
+    """The service could not be reached (status 0) or kept answering 429/5xx through every retry."""
 
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> Decision:
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        return cls(**{k: body.get(k) for k in known},  # type: ignore[arg-type]
-                   extra={k: v for k, v in body.items() if k not in known})
-
-
-@dataclass(frozen=True, slots=True)
-class EventResults:
-    accepted: int
-    duplicates: int
-    rejected: int
-    results: list[dict[str, Any]]
+    def __init__(self, status: int, message: str):
+        super().__init__(status, "unavailable", message)
 
 
 def _iso(moment: datetime | None) -> str:
-    return iso_utc(moment or datetime.now(timezone.utc)) or ""
+    """ISO 8601 in UTC with a Z, as the service writes it."""
+    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class Client:
     """Talks to one nextbest service with one key; safe to share between threads (one session each)."""
 
-    def __init__(self, base_url: str, key: str, *, timeout: float = 10.0, retries: int = 4, backoff: float = 0.2):
+    def __init__(self, base_url: str, key: str, *, timeout: float = 10.0, retries: int = 4, backoff: float = 0.2,
+                 fallback: bool = True, defaults: dict[str, dict[str, Any]] | None = None):
+        self.fallback = fallback
+        self.defaults = dict(defaults or {})
         self.base_url = base_url.rstrip("/")
         self.key = key
         self.timeout = timeout
@@ -104,15 +85,31 @@ class Client:
 
     # -- decisions ---------------------------------------------------------------------------------------
     def assign(self, experiment: str, subject_id: str, *, context: dict[str, Any] | None = None,
-               channel: str | None = None) -> Decision:
+               channel: str | None = None, default_payload: dict[str, Any] | None = None) -> Decision:
+        """One decision; when the service is unavailable, the fallback decision (see the module docstring)."""
         body = {"experiment": experiment, "subject_id": subject_id, "context": context, "channel": channel}
-        return Decision.from_json(self.request("POST", "/v1/assign", json=body, idempotency_key=new_key()))
+        try:
+            return Decision.from_json(self.request("POST", "/v1/assign", json=body, idempotency_key=new_key()))
+        except Unavailable:
+            if not self.fallback:
+                raise
+            return Decision.fallback(experiment, subject_id, self._default(experiment, default_payload))
 
-    def assign_batch(self, experiment: str, subjects: list[dict[str, Any]], *, channel: str | None = None
-                     ) -> list[Decision]:
+    def assign_batch(self, experiment: str, subjects: list[dict[str, Any]], *, channel: str | None = None,
+                     default_payload: dict[str, Any] | None = None) -> list[Decision]:
+        """A send list in one call (retried under one key); fallback decisions when unavailable."""
         body = {"experiment": experiment, "channel": channel, "subjects": subjects}
-        answer = self.request("POST", "/v1/assign/batch", json=body, idempotency_key=new_key())
+        try:
+            answer = self.request("POST", "/v1/assign/batch", json=body, idempotency_key=new_key())
+        except Unavailable:
+            if not self.fallback:
+                raise
+            payload = self._default(experiment, default_payload)
+            return [Decision.fallback(experiment, s["subject_id"], payload) for s in subjects]
         return [Decision.from_json(item) for item in answer["assignments"]]
+
+    def _default(self, experiment: str, given: dict[str, Any] | None) -> dict[str, Any] | None:
+        return given if given is not None else self.defaults.get(experiment)
 
     # -- outcomes ----------------------------------------------------------------------------------------
     @staticmethod
@@ -139,8 +136,9 @@ class Client:
     def action(self, experiment: str, action: str, **body: Any) -> dict[str, Any]:
         return self.request("POST", f"/v1/experiments/{experiment}/{action}", json=body or None)
 
-    def report(self, experiment: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/experiments/{experiment}/report")
+    def report(self, experiment: str) -> Report:
+        """The experiment's report, typed (`Report.raw` holds the whole answer)."""
+        return Report.from_json(self.request("GET", f"/v1/experiments/{experiment}/report"))
 
     # -- transport ---------------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
@@ -157,9 +155,9 @@ class Client:
             try:
                 response = self._session.request(method, self.base_url + path, json=json, data=data,
                                                   headers=headers or None, params=params, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout):
+            except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt == retries:
-                    raise
+                    raise Unavailable(0, f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
                 time.sleep(delay)
                 delay *= 2
                 continue
@@ -168,6 +166,8 @@ class Client:
                 time.sleep(min(float(wait), 30.0) if wait and wait.replace(".", "", 1).isdigit() else delay)
                 delay *= 2
                 continue
+            if response.status_code in RETRY_STATUSES:
+                raise Unavailable(response.status_code, f"{method} {path}: {response.status_code} after {attempt + 1} tries")
             if response.status_code >= 400:
                 try:
                     error = response.json()["error"]
