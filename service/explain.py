@@ -53,10 +53,18 @@ def explain(session: Session, assignment_id: str) -> dict[str, Any]:
             f"that arm had probability {decision.propensity:.4f} of being chosen.")
     if rules:
         text += " Contact policy: " + "; ".join(rules) + "."
+    arbitration = notes.get("arbitration")
+    if arbitration:
+        others = ", ".join(f"{r['experiment']} on {r['channel']} ({r['expected_value']:.4g})"
+                           for r in arbitration.get("runners_up", [])[:3])
+        text += (f" Next best action chose this offer and channel with probability {arbitration['probability']:.4f}"
+                 f" (expected value {arbitration['expected_value']:.4g}"
+                 + (f"; runners-up: {others}" if others else "") + f"); send at {arbitration['send_at']}: "
+                 f"{arbitration['send_time']}.")
     return {
         "assignment_id": decision.id, "experiment": experiment.key, "subject_id": decision.subject_id,
         "arm": decision.arm_key, "propensity": decision.propensity, "allocation": allocation_json,
         "policy_version": decision.policy_version, "holdout": decision.holdout, "features": features,
         "profile_features": notes.get("profile_features", {}), "contact_rules": rules, "contact_checks": checks, "channel": decision.channel,
-        "decided_at": iso_utc(decision.created_at), "explanation": text,
+        "decided_at": iso_utc(decision.created_at), "explanation": text, "arbitration": arbitration,
     }

@@ -43,6 +43,9 @@ def test_the_offer_with_the_higher_expected_value_wins_and_is_logged(api: Any) -
     assert answer["score"]["expected_value"] > answer["runners_up"][0]["expected_value"]
     explained = api.call("GET", f"/v1/assignments/{answer['assignment_id']}").get_json()
     assert explained["experiment"] == "coats" and explained["channel"] == "email"
+    assert explained["arbitration"]["probability"] == 1.0 and explained["arbitration"]["runners_up"][0][
+        "experiment"] == "socks"
+    assert "Next best action chose this offer and channel with probability 1.0000" in explained["explanation"]
     report = api.report("coats")
     assert sum(arm["decisions"] for arm in report["arms"]) == 1
 
