@@ -3,6 +3,7 @@ decisions, each decision linking to its explanation."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import redirect, render_template, request, url_for
@@ -14,6 +15,8 @@ from ..explain import explain
 from ..models import Experiment
 from ..profiles import profile
 from . import bp
+
+log = logging.getLogger("nextbest")
 
 
 @bp.get("/subjects")
@@ -34,7 +37,21 @@ def subject(subject_id: str) -> str:
     keys = dict(database.execute(select(Experiment.id, Experiment.key).where(Experiment.id.in_(ids))).all()) if ids else {}
     for decision in body["recent_decisions"]:
         decision["experiment"] = keys.get(decision["experiment_id"], "?")
-    return render_template("dashboard/subject.html", subject=body, attributes=_attribute_rows(body))
+    return render_template("dashboard/subject.html", subject=body, attributes=_attribute_rows(body),
+                           arbitration=_arbitration(database, subject_id))
+
+
+def _arbitration(database: Any, subject_id: str) -> dict[str, Any]:
+    """What next best action would pick for the subject now, and why (a dry run: nothing is stored)."""
+    from ..api.decisions import runtime_cache
+    from ..nba import next_best_action
+
+    try:
+        return next_best_action(database, runtime_cache(), db.session, subject_id, None, None, dry_run=True)
+    except Exception:  # the page must show the profile even when arbitration cannot run
+        log.exception("next best action dry run for the dashboard failed")
+        database.rollback()
+        return {"error": "Next best action could not be evaluated; the error has been logged."}
 
 
 @bp.get("/assignments/<assignment_id>")

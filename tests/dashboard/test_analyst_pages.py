@@ -100,3 +100,17 @@ def test_missing_pages_say_not_found(client: Any, keys: dict[str, str]) -> None:
 
 def decision_time(api: Any, assignment_id: str) -> str:
     return api.call("GET", f"/v1/assignments/{assignment_id}").get_json()["decided_at"]
+
+
+def test_subject_page_shows_what_next_best_action_would_pick_and_why(client: Any, api: Any,
+                                                                     keys: dict[str, str]) -> None:
+    api.create_experiment(three_arm_spec("spring", "Spring offer"), start=True)
+    api.create_experiment(three_arm_spec("gold-only", "Gold offer",
+                                         eligibility=[{"field": "profile.loyalty_tier", "eq": "gold"}]), start=True)
+    api.call("PUT", "/v1/subjects/c-7", scope="channel", json={"loyalty_tier": "silver"})
+    sign_in(client, keys["analyst"])
+    page = client.get("/dashboard/subjects/c-7").text
+    section = re.search(r'<section id="next-best-action">(.*?)</section>', page, re.S).group(1)
+    assert re.search(r'id="nba-choice"><b>spring</b> on <b>(email|sms|push)</b>', section)  # equal on every channel
+    assert "gold-only" in section and "not eligible" in section and "profile.loyalty_tier is &#39;silver&#39;" in section
+    assert api.call("GET", "/v1/subjects/c-7").get_json()["recent_decisions"] == []  # a dry run stores nothing
