@@ -612,11 +612,23 @@ def expected_purchases(fit: BgNbdFit, summary: RfmSummary, horizon: float | Arra
     age = summary.T
     p_alive = special.expit(-_log_odds_dropped(fit, x, summary.recency, age))
     if x.size > 1 and (t.ndim == 0 or t.shape[-1] == 1):
-        pairs, inverse = np.unique(np.stack([x, age], axis=1), axis=0, return_inverse=True)
-        if pairs.shape[0] < x.size:
-            active = _alive_expectation(fit, pairs[:, 0], pairs[:, 1], t)
-            return active[..., inverse.ravel()] * p_alive
+        first, inverse = _distinct_pairs(x, age)
+        if first.size < x.size:
+            return _alive_expectation(fit, x[first], age[first], t)[..., inverse] * p_alive
     return _alive_expectation(fit, x, age, t) * p_alive
+
+
+def _distinct_pairs(x: FloatArray, age: FloatArray) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """Positions of one customer per distinct (x, T) pair, and each customer's pair number."""
+    order = np.lexsort((age, x))
+    xs, ages = x[order], age[order]
+    new = np.empty(x.size, dtype=bool)
+    new[0] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    new[1:] |= ages[1:] != ages[:-1]
+    inverse = np.empty(x.size, dtype=np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
 
 
 def expected_purchases_new(fit: BgNbdFit, t: float | ArrayLike) -> FloatArray:
