@@ -107,6 +107,13 @@ class Moment:
 
 def parse_moment(value: Any, name: str) -> Moment:
     """Read "YYYY-MM-DD" (through the end of that UTC day) or an ISO 8601 timestamp with a zone."""
+    try:
+        return _moment(value, name)
+    except OverflowError:
+        raise ValueError(f"{name} is out of range: {str(value)[:40]!r}") from None
+
+
+def _moment(value: Any, name: str) -> Moment:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(f"{name} needs a time zone offset (e.g. Z or +01:00)")
@@ -120,10 +127,11 @@ def parse_moment(value: Any, name: str) -> Moment:
     text = value.strip()
     if len(text) == 10:
         try:
-            return parse_moment(date.fromisoformat(text), name)
+            day = date.fromisoformat(text)
         except ValueError:
             raise ValueError(f"{name} is not a date (YYYY-MM-DD): {text[:40]!r}") from None
-    return parse_moment(parse_timestamp(text, name), name)
+        return _moment(day, name)
+    return _moment(parse_timestamp(text, name), name)
 
 
 def now_moment() -> Moment:

@@ -183,6 +183,7 @@ def test_as_of_a_timestamp_splits_a_day(api: Any) -> None:
     ({"as_of": "1997-02-30"}, "as_of"),
     ({"as_of": "1997-09-30T12:00:00"}, "as_of"),
     ({"as_of": "soon"}, "as_of"),
+    ({"as_of": "1997-09-30", "holdout_end": "9999-12-31"}, "holdout_end"),
     ({"as_of": "1997-09-30", "holdout_end": "1997-09-30"}, "holdout_end"),
     ({"as_of": "1997-09-30", "holdout_end": "2999-06-30"}, "holdout_end"),
     ({"as_of": "1997-09-30", "model": "pareto"}, "model"),
