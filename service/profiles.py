@@ -51,7 +51,7 @@ from .models import (
     Suppression,
     Transaction,
 )
-from .value import latest_model
+from .value import as_of_text, latest_model
 
 PRIOR_TTL_SECONDS = 600
 PROFILE_FIELDS = ("timezone", "lifetime_value", "loyalty_tier", "loyalty_points", "consent", "attributes")
@@ -227,7 +227,7 @@ def value_blocks(session: Session, subject_ids: Sequence[str]) -> dict[str, Any]
         return {}
     fit_row, model = found
     out = {}
-    as_of = (fit_row.validation or {}).get("as_of") or iso_utc(fit_row.calibration_end)
+    as_of = as_of_text(fit_row.calibration_end)
     for clause in in_batches(session, SubjectValue.subject_id, list(subject_ids)):
         for row in session.scalars(select(SubjectValue).where(clause)):
             block = clv_profile(model, row.frequency, row.recency, row.age, row.monetary,

@@ -134,6 +134,14 @@ def _moment(value: Any, name: str) -> Moment:
     return _moment(parse_timestamp(text, name), name)
 
 
+def as_of_text(calibration_end: datetime) -> str:
+    """How a stored fit's calibration end reads: the date when it ran through the end of a day."""
+    end = calibration_end.astimezone(timezone.utc)
+    if (end + timedelta(microseconds=1)).time() == datetime.min.time():
+        return end.date().isoformat()
+    return iso_utc(end) or ""
+
+
 def now_moment() -> Moment:
     """The default calibration end: now."""
     return parse_moment(utcnow(), "as_of")
@@ -262,4 +270,4 @@ def latest_model(session: Session) -> tuple[ClvFit, ClvModel] | None:
 
 
 __all__ = ["import_transactions", "fit", "latest_model", "customer_lifetime_value", "parse_moment", "Moment",
-           "load_purchases"]
+           "load_purchases", "as_of_text"]

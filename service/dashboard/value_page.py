@@ -9,7 +9,7 @@ from markupsafe import Markup
 from sqlalchemy import func, select
 
 from .. import db
-from ..clock import iso_utc
+from ..value import as_of_text
 from ..models import ClvFit, SubjectValue, Transaction
 from . import bp, value_charts
 
@@ -34,8 +34,7 @@ def value() -> str:
             model_name=MODEL_NAMES.get(purchase.get("model", "bgnbd"), purchase.get("model")),
             purchase=purchase,
             spend=stored.get("gamma_gamma") or {},
-            calibration_end=iso_utc(fit.calibration_end),
-            fitted_at=iso_utc(fit.created_at),
+            calibration_end=as_of_text(fit.calibration_end),
             one_time=one_time,
             validation=validation,
             charts=[

@@ -166,16 +166,19 @@ def test_as_of_a_timestamp_splits_a_day(api: Any) -> None:
         fitted = api.call("POST", "/v1/clv/fit", json={"as_of": as_of, "holdout_end": "1997-10-07"})
         assert fitted.status_code == 200, fitted.get_json()
         rows = api.call("GET", "/v1/subjects/t-1/export", scope="admin").get_json()["model_values"]
-        return {**rows[0], "fit": fitted.get_json()}
+        profile = api.call("GET", "/v1/subjects/t-1").get_json()["computed"]["clv"]
+        return {**rows[0], "fit": fitted.get_json(), "profile": profile}
 
     # 07:00 UTC on the 30th: the 09:00+02:00 purchase is in, the 15:00 one is not
     noon = stored("1997-09-30T12:00:00Z")
     assert (noon["frequency"], noon["recency"], noon["age"]) == (1, pytest.approx(1 / 7), pytest.approx(1 / 7))
     assert noon["fit"]["as_of"] == "1997-09-30T12:00:00Z" and noon["fit"]["calibration_end"] == "1997-09-30"
+    assert noon["profile"]["as_of"] == "1997-09-30T12:00:00Z" and noon["profile"]["single_purchase"] is False
     whole_day = stored("1997-09-30")
     assert (whole_day["frequency"], whole_day["monetary"]) == (1, 26.0)  # same-day purchases merge
     day_before = stored("1997-09-29")
     assert (day_before["frequency"], day_before["age"]) == (0, 0.0)
+    assert day_before["profile"]["as_of"] == "1997-09-29" and day_before["profile"]["single_purchase"] is True
 
 
 @pytest.mark.parametrize("body, field", [
