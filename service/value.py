@@ -142,11 +142,6 @@ def as_of_text(calibration_end: datetime) -> str:
     return iso_utc(end) or ""
 
 
-def now_moment() -> Moment:
-    """The default calibration end: now."""
-    return parse_moment(utcnow(), "as_of")
-
-
 def _day_number(dialect: str, column: str) -> str:
     """SQL for the UTC calendar day of a timestamp column, as days since 1970-01-01."""
     if dialect == "postgresql":
@@ -233,7 +228,8 @@ def fit(session: Session, *, as_of: Moment | None = None, holdout_end: Moment | 
     alive = probability_alive(clv_model.bgnbd, summary)
     purchases = expected_purchases(clv_model.bgnbd, summary, float(horizon_weeks))
     stored = clv_model.to_dict()
-    row = ClvFit(model=stored, customers=len(codes), calibration_end=as_of.last_included, horizon_periods=horizon_weeks, discount_rate=discount_rate, created_at=now, validation=validation)
+    row = ClvFit(model=stored, customers=len(codes), calibration_end=as_of.last_included,
+                 horizon_periods=horizon_weeks, discount_rate=discount_rate, created_at=now, validation=validation)
     session.add(row)
     session.flush()
     _store_values(session, row.id, [subjects[c] for c in codes.tolist()], {
