@@ -1,10 +1,15 @@
-"""Time the CLV models on CDNOW and on a million simulated customers.
+"""Time the CLV models on CDNOW and on a million simulated customers, and the service's fit.
 
-Run: python bench/clv_bench.py [--customers N] [--seed S]
+Run: python bench/clv_bench.py [--customers N] [--seed S] [--no-synthetic] [--no-postgres]
 
 1. CDNOW master (23,570 customers, calibration 1997-01-01..1997-09-30, weeks):
    summarise the raw log, fit BG/NBD and Gamma-Gamma.
-2. N customers drawn from the BG/NBD + Gamma-Gamma generative process with the
+2. The service path on the same purchases (imported first, not timed): the library
+   alone (summary, both models, P(alive), expected purchases and the 52-week value of
+   every customer) next to `service.value.fit` as of 1997-09-30, which also reads the
+   purchases from the database and writes every customer's values, on SQLite and on a
+   fresh PostgreSQL database; with and without the holdout to 1998-06-30.
+3. N customers drawn from the BG/NBD + Gamma-Gamma generative process with the
    CDNOW-fitted parameters as the truth, acquired uniformly over 12 weeks and
    observed to week 39 like CDNOW:
    - "exact": the summary straight from the simulation (continuous times);
@@ -85,6 +90,81 @@ def simulate(
 REPEATS = 3
 
 
+def _stats(times: list[float]) -> str:
+    ordered = sorted(times)
+    return f"{ordered[0]:>8.3f} {ordered[len(ordered) // 2]:>8.3f}"
+
+
+def library_path(ids: np.ndarray, days: np.ndarray, amounts: np.ndarray, holdout: bool) -> None:
+    """What the service computes, from arrays in memory: summary, models, values (and the holdout)."""
+    from reports.clv import expected_purchases, fit_clv_model, probability_alive
+    from reports.clv_holdout import calibration_and_holdout, validate_holdout
+
+    if holdout:
+        _, summary, kept = calibration_and_holdout(ids, days, amounts, CALIBRATION_END, "1998-06-30", "W")
+    else:
+        _, summary = summarise_transactions(ids, days, amounts, CALIBRATION_END, "W")
+    model = fit_clv_model(summary)
+    model.lifetime_value(summary, 52, 0.0027)
+    probability_alive(model.bgnbd, summary)
+    expected_purchases(model.bgnbd, summary, 52.0)
+    if holdout:
+        validate_holdout(model.bgnbd, summary, kept)
+
+
+def service_rows(ids: np.ndarray, days: np.ndarray, amounts: np.ndarray, runs: int,
+                 postgres: bool) -> list[tuple[str, list[float]]]:
+    """Wall times of the library alone and of service.value.fit on SQLite and PostgreSQL."""
+    import tempfile
+    from contextlib import ExitStack
+
+    from service import db as db_module
+    from service.value import import_transactions, parse_moment
+    from service.value import fit as service_fit
+
+    lines = ["subject_id,date,amount"]
+    lines += [f"{i:05d},{d},{a:.2f}" for i, d, a in zip(ids.tolist(), days.astype(str).tolist(), amounts.tolist())]
+    csv = "\n".join(lines).encode()
+    as_of, holdout_end = parse_moment("1997-09-30", "as_of"), parse_moment("1998-06-30", "holdout_end")
+    rows: list[tuple[str, list[float]]] = []
+    for holdout in (False, True):
+        label = " + holdout to 1998-06-30" if holdout else ""
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            library_path(ids, days, amounts, holdout)
+            times.append(time.perf_counter() - start)
+        rows.append((f"library alone{label}", times))
+    with ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="clv-bench-"))
+        urls = [("SQLite", f"sqlite:///{folder}/clv.sqlite3")]
+        if postgres:
+            try:
+                from _harness import Bench
+
+                bench = stack.enter_context(Bench("clv"))
+                urls.append(("PostgreSQL", bench.database(migrate_it=False).url))
+            except Exception as exc:  # noqa: BLE001 - no server here: say so and time SQLite alone
+                print(f"(PostgreSQL skipped: {exc.__class__.__name__}: {str(exc)[:120]})")
+        for name, url in urls:
+            db_module.upgrade(url)
+            database = db_module.Database(url)
+            stack.callback(database.dispose)
+            with database.session() as session:
+                import_transactions(session, csv, "csv")
+            for holdout in (False, True):
+                times = []
+                for _ in range(runs):
+                    with database.session() as session:
+                        start = time.perf_counter()
+                        service_fit(session, as_of=as_of, holdout_end=holdout_end if holdout else None)
+                        session.commit()
+                        times.append(time.perf_counter() - start)
+                label = " + holdout to 1998-06-30" if holdout else ""
+                rows.append((f"service fit, {name}{label}", times))
+    return rows
+
+
 def timed(fn, *args):  # type: ignore[no-untyped-def]
     """Result of fn(*args) and its best wall time over REPEATS runs (the machine is shared)."""
     best = float("inf")
@@ -100,6 +180,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=20050101)
     parser.add_argument("--repeats", type=int, default=3, help="time each step this many times, keep the best")
+    parser.add_argument("--service-runs", type=int, default=7, help="service fits per database (best and median)")
+    parser.add_argument("--no-synthetic", action="store_true", help="skip the simulated customers")
+    parser.add_argument("--no-postgres", action="store_true", help="time the service on SQLite only")
     args = parser.parse_args()
     global REPEATS
     REPEATS = max(1, args.repeats)
@@ -112,6 +195,19 @@ def main() -> None:
     cd_bg, t_bg = timed(fit_bgnbd, cd_summary)
     cd_gg, t_gg = timed(fit_gamma_gamma, cd_summary.frequency, cd_summary.monetary_value)
     rows.append(("CDNOW master", len(cd_summary), ids.size, t_sum, t_bg, t_gg))
+
+    print("CDNOW master, calibration to 1997-09-30: the service's fit next to the library alone "
+          f"(wall seconds over {args.service_runs} runs; import not timed)\n")
+    header = f"{'path':<48} {'best s':>8} {'median s':>8}"
+    print(header)
+    print("-" * len(header))
+    for name, times in service_rows(ids, days, amounts, args.service_runs, not args.no_postgres):
+        print(f"{name:<48} {_stats(times)}")
+    print()
+    if args.no_synthetic:
+        print(f"CDNOW master: summarise {t_sum:.3f} s, BG/NBD {t_bg:.3f} s, Gamma-Gamma {t_gg:.3f} s "
+              f"(best of {REPEATS})")
+        return
 
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()

@@ -623,7 +623,7 @@ def best_channel(
 def probability_of_purchase(model: ClvModel, summary: RfmSummary, horizon: float | ArrayLike) -> FloatArray:
     """Probability that each customer buys at least once in the next `horizon` time units.
 
-    Exact under the BG/NBD model, derived here from its individual-level
+    Exact under the BG/NBD model (and MBG/NBD, whose P(alive) it then uses), derived here from its individual-level
     assumptions (Fader, Hardie & Lee 2005, "Counting your customers the easy way",
     section 3): purchases arrive as Poisson(lambda) while the customer is alive, and
     dropout happens only right after a purchase. A customer who has dropped out never
@@ -656,11 +656,14 @@ class ClvProfile:
     """A subject's value block: are they still a customer, and what will they buy in the horizon.
 
     churn_risk = 1 - probability_alive. Under BG/NBD a customer drops out only right
-    after a purchase, so one with no repeat purchase yet is alive with probability 1
-    (churn risk 0) however long ago they bought; their purchase_probability is the
-    better signal of lapsing. purchase_probability is P(at least one purchase in
-    the horizon), expected_purchases the mean count, expected_value the discounted
-    expected spend (BG/NBD x Gamma-Gamma). `error` names why fields are None:
+    after a repeat purchase, so one with no repeat purchase yet is alive with
+    probability 1 (churn risk 0) however long ago they bought; their
+    purchase_probability is the better signal of lapsing. Under MBG/NBD they may
+    have left right after the first purchase, and P(alive) falls with time.
+    `single_purchase` says the value rests on one purchase (no repeat), and `note`
+    says so in words. purchase_probability is P(at least one purchase in the
+    horizon), expected_purchases the mean count, expected_value the discounted
+    expected spend (purchase model x Gamma-Gamma). `error` names why fields are None:
     "NO_MODEL" (no model yet), the BG/NBD fit's error (e.g. "NO_REPEAT_PURCHASES"),
     or, for expected_value alone, "SPEND_" + the Gamma-Gamma fit's error or
     "SPEND_UNBOUNDED" (fitted q <= 1: the mean spend does not exist).
@@ -674,6 +677,20 @@ class ClvProfile:
     horizon: float
     time_unit: TimeUnit | None
     error: str | None = None
+    model: str | None = None  # "bgnbd" or "mbgnbd"
+    repeat_purchases: int | None = None
+    single_purchase: bool | None = None
+    note: str | None = None
+    as_of: str | None = None  # the calibration end the values are measured at (set by the service)
+
+
+SINGLE_PURCHASE_NOTES = {
+    "bgnbd": ("Rests on a single purchase. Under BG/NBD a customer who never bought again cannot have dropped "
+              "out, so probability_alive is 1 by the model's construction, not by evidence; read "
+              "purchase_probability instead, or fit with model mbgnbd."),
+    "mbgnbd": ("Rests on a single purchase: these values come from how similar customers behaved and from the "
+               "time since that purchase, nothing else about this customer."),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -767,6 +784,8 @@ def clv_profile(
         np.array([monetary], dtype=np.float64), unit,
     )
     block = clv_profiles(model, summary, horizon_periods, discount, period_length)
+    single = int(summary.frequency[0]) == 0
+    kind = model.bgnbd.model if model is not None else None
     return ClvProfile(
         probability_alive=_optional(block.probability_alive[0]),
         churn_risk=_optional(block.churn_risk[0]),
@@ -776,6 +795,10 @@ def clv_profile(
         horizon=block.horizon,
         time_unit=block.time_unit,
         error=block.error,
+        model=kind,
+        repeat_purchases=int(summary.frequency[0]),
+        single_purchase=single,
+        note=SINGLE_PURCHASE_NOTES.get(kind or "bgnbd") if single else None,
     )
 
 
@@ -808,6 +831,11 @@ class SubjectProfile:
                 "horizon": self.clv.horizon,
                 "time_unit": self.clv.time_unit,
                 "error": self.clv.error,
+                "model": self.clv.model,
+                "as_of": self.clv.as_of,
+                "repeat_purchases": self.clv.repeat_purchases,
+                "single_purchase": self.clv.single_purchase,
+                "note": self.clv.note,
             }
         channel = None
         if self.channel is not None:

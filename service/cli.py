@@ -435,17 +435,35 @@ def clv() -> None:
 
 
 @clv.command("fit")
+@click.option("--as-of", default=None, metavar="DATE",
+              help="calibrate on purchases up to this date (YYYY-MM-DD, through the end of that UTC day) or ISO 8601 "
+                   "timestamp with a zone; T and recency are measured to its day  [default: now]")
+@click.option("--holdout-end", default=None, metavar="DATE",
+              help="also compare the predictions with the purchases made after --as-of through this date")
+@click.option("--model", type=click.Choice(["bgnbd", "mbgnbd"]), default="bgnbd", show_default=True,
+              help="mbgnbd: one-time buyers can have dropped out too (Batislam et al. 2007)")
 @click.option("--horizon-weeks", default=52, show_default=True)
 @click.option("--discount-rate-per-week", default=0.0027, show_default=True)
-def clv_fit(horizon_weeks: int, discount_rate_per_week: float) -> None:
-    """Fit BG/NBD + Gamma-Gamma on every purchase and conversion; store per-subject values."""
-    from .value import fit
+def clv_fit(as_of: str | None, holdout_end: str | None, model: str, horizon_weeks: int,
+            discount_rate_per_week: float) -> None:
+    """Fit BG/NBD (or MBG/NBD) + Gamma-Gamma on the purchases up to --as-of; store per-subject values."""
+    from .errors import ApiError
+    from .value import fit, parse_moment
 
+    try:
+        start = parse_moment(as_of, "--as-of") if as_of else None
+        end = parse_moment(holdout_end, "--holdout-end") if holdout_end else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     database = _database()
     _require_migrated(database)
     with database.session() as session:
-        click.echo(json.dumps(fit(session, horizon_weeks=horizon_weeks, discount_rate=discount_rate_per_week),
-                              indent=2, default=str))
+        try:
+            result = fit(session, as_of=start, holdout_end=end, model=model,  # type: ignore[arg-type]
+                         horizon_weeks=horizon_weeks, discount_rate=discount_rate_per_week)
+        except ApiError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(json.dumps(result, indent=2, default=str))
 
 
 @main.command("demo")

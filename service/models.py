@@ -333,6 +333,8 @@ class ClvFit(Base):
     horizon_periods: Mapped[int] = mapped_column(Integer)
     discount_rate: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime]
+    # The holdout comparison of a fit with holdout_end (reports.clv_holdout), else None.
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class SubjectValue(Base):
@@ -341,7 +343,7 @@ class SubjectValue(Base):
     __tablename__ = "subject_values"
 
     subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("clv_models.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(Integer)  # the clv_models row; no key check (see migration 0014)
     expected_value: Mapped[float] = mapped_column(Float)
     probability_alive: Mapped[float] = mapped_column(Float)
     expected_purchases: Mapped[float] = mapped_column(Float)

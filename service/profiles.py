@@ -12,6 +12,7 @@ Population priors are refitted at most every PRIOR_TTL_SECONDS per worker.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -50,7 +51,7 @@ from .models import (
     Suppression,
     Transaction,
 )
-from .value import latest_model
+from .value import as_of_text, latest_model
 
 PRIOR_TTL_SECONDS = 600
 PROFILE_FIELDS = ("timezone", "lifetime_value", "loyalty_tier", "loyalty_points", "consent", "attributes")
@@ -226,10 +227,12 @@ def value_blocks(session: Session, subject_ids: Sequence[str]) -> dict[str, Any]
         return {}
     fit_row, model = found
     out = {}
+    as_of = as_of_text(fit_row.calibration_end)
     for clause in in_batches(session, SubjectValue.subject_id, list(subject_ids)):
         for row in session.scalars(select(SubjectValue).where(clause)):
-            out[row.subject_id] = clv_profile(model, row.frequency, row.recency, row.age, row.monetary,
-                                              fit_row.horizon_periods, fit_row.discount_rate)
+            block = clv_profile(model, row.frequency, row.recency, row.age, row.monetary,
+                                fit_row.horizon_periods, fit_row.discount_rate)
+            out[row.subject_id] = dataclasses.replace(block, as_of=as_of)
     return out
 
 

@@ -7,4 +7,4 @@ from flask import Blueprint
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                static_folder="static", static_url_path="/static")
 
-from . import views  # noqa: E402,F401  (registers the routes on bp)
+from . import value_page, views  # noqa: E402,F401  (registers the routes on bp)

@@ -511,7 +511,7 @@ def test_clv_profile_at_published_parameters() -> None:
 
 def test_clv_profile_without_a_usable_model_is_a_result() -> None:
     nothing = clv_profile(None, 1, 2.0, 10.0, 5.0, horizon_periods=10, discount=0.0)
-    assert nothing == ClvProfile(None, None, None, None, None, 10.0, None, "NO_MODEL")
+    assert nothing == ClvProfile(None, None, None, None, None, 10.0, None, "NO_MODEL", None, 1, False, None)
     unfitted = ClvModel(BgNbdFit(math.nan, math.nan, math.nan, math.nan, math.nan, 5, False, "NO_REPEAT_PURCHASES"),
                         GammaGammaFit(math.nan, math.nan, math.nan, math.nan, 0, False, "NO_REPEAT_PURCHASES"))
     assert clv_profile(unfitted, 0, 0.0, 10.0, 0.0, 10, 0.0).error == "NO_REPEAT_PURCHASES"
@@ -522,6 +522,23 @@ def test_clv_profile_without_a_usable_model_is_a_result() -> None:
     assert partial.purchase_probability is not None
     heavy_tail = ClvModel(PUBLISHED_BGNBD, GammaGammaFit(6.25, 0.9, 15.44, math.nan, 946))
     assert clv_profile(heavy_tail, 0, 0.0, 10.0, 0.0, 10, 0.0).error == "SPEND_UNBOUNDED"
+
+
+def test_a_value_resting_on_one_purchase_says_so() -> None:
+    # BG/NBD: a one-time buyer is alive for sure, however long ago; the profile says why, in words
+    one_time = clv_profile(PUBLISHED, 0, 0.0, 38.0, 0.0, 39, 0.0)
+    assert one_time.single_purchase is True and one_time.repeat_purchases == 0 and one_time.model == "bgnbd"
+    assert one_time.probability_alive == 1.0 and "by the model's construction" in (one_time.note or "")
+    assert one_time.purchase_probability is not None and one_time.purchase_probability < 0.5
+    repeat = clv_profile(PUBLISHED, 2, 30.43, 38.86, 20.0, 39, 0.0)
+    assert repeat.single_purchase is False and repeat.note is None
+    # MBG/NBD (BTYDplus's CDNOW estimates): the same customer may have left after that first purchase
+    mbg = ClvModel(BgNbdFit(0.525, 6.183, 0.891, 1.614, math.nan, 2357, True, model="mbgnbd"), PUBLISHED.gamma_gamma)
+    modified = clv_profile(mbg, 0, 0.0, 38.0, 0.0, 39, 0.0)
+    assert modified.single_purchase is True and modified.model == "mbgnbd"
+    assert modified.probability_alive is not None and modified.probability_alive < 0.5
+    assert modified.churn_risk == pytest.approx(1 - modified.probability_alive)
+    assert "similar customers" in (modified.note or "")
     with pytest.raises(ValueError, match="recency must lie in"):
         clv_profile(PUBLISHED, 1, 12.0, 10.0, 5.0, 10, 0.0)
     with pytest.raises(ValueError, match="horizon_periods must be a whole number >= 1, got 0"):
