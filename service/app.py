@@ -14,6 +14,8 @@ from flask_openapi3 import Info, OpenAPI
 
 from . import config as config_module
 from . import db as db_module
+from experiments import validity
+
 from . import errors, observability
 from .auth import check_request
 
@@ -42,6 +44,8 @@ class StrictJSONProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         kwargs.setdefault("parse_constant", _reject_constant)
+        kwargs.setdefault("parse_float", validity.json_float)  # 1e400 would become infinity
+        kwargs.setdefault("parse_int", validity.json_int)
         try:
             return json.loads(s, **kwargs)
         except RecursionError:  # nesting deep enough to exhaust the parser: malformed for us
@@ -56,22 +60,34 @@ class DashboardSessionInterface(SecureCookieSessionInterface):
     """Only the dashboard signs in with a cookie; API calls carry a key, so they skip the cookie's
     signing serializer (a noticeable share of a single decision's time)."""
 
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure when the request came over TLS, or always when NEXTBEST_SECURE_COOKIES is on."""
+        setting = str(app.config.get("NEXTBEST_SECURE_COOKIES", "auto")).lower()
+        if setting in ("on", "1", "true", "yes") or app.config.get("SESSION_COOKIE_SECURE"):
+            return True
+        return setting == "auto" and request.is_secure
+
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
         if not request.path.startswith("/dashboard"):
             return self.make_null_session(app)
         return super().open_session(app, request)
 
 
-def may_be_deep_or_hold_nul(raw: bytes, limit: int = _MAX_JSON_DEPTH) -> bool:
+def may_be_deep(raw: bytes, limit: int = _MAX_JSON_DEPTH) -> bool:
     """False when the JSON text alone shows the walk in `_depth` would find nothing: fewer brackets
-    than the depth limit, and no escaped NUL (the only way JSON text can carry one). Most bodies are
-    small and flat, and the walk was a tenth of a bandit decision's time."""
-    return raw.count(b"{") + raw.count(b"[") >= limit or b"\\u0000" in raw
+    than the depth limit. Most bodies are small and flat, and the walk was a tenth of a bandit
+    decision's time."""
+    return raw.count(b"{") + raw.count(b"[") >= limit
 
 
-def _depth(value: Any, limit: int, refuse_nul: bool = True) -> int:
-    """Nesting depth (stops counting past `limit`); raises 422 for text with NUL characters,
-    which no database text column can hold."""
+def may_be_deep_or_hold_nul(raw: bytes, limit: int = _MAX_JSON_DEPTH) -> bool:
+    """False when the JSON text shows that neither the depth walk nor the text check can refuse it
+    (the direct decision path hands anything else to Flask)."""
+    return may_be_deep(raw, limit) or validity.may_hold_bad_text(raw)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth (stops counting past `limit`)."""
     depth, level = 0, [value]
     while level:
         depth += 1
@@ -81,13 +97,28 @@ def _depth(value: Any, limit: int, refuse_nul: bool = True) -> int:
         for item in level:
             if isinstance(item, dict):
                 nxt.extend(item.values())
-                nxt.extend(item.keys())
             elif isinstance(item, list):
                 nxt.extend(item)
-            elif refuse_nul and isinstance(item, str) and "\x00" in item:
-                raise errors.ApiError(422, "text may not contain NUL (U+0000) characters")
         level = nxt
     return depth - 1
+
+
+def refuse_bad_text(value: Any, where: str = "") -> None:
+    """422 naming the field when a text cannot be stored (NUL, unpaired surrogate: experiments.validity)."""
+    bad = validity.first_bad_text(value, where)
+    if bad:
+        field, problem = bad
+        raise errors.ApiError(422, f"{field} {problem}", details=[{"field": field, "message": problem,
+                                                                   "type": "text_invalid"}])
+
+
+def check_url_text(req: Request) -> None:
+    """Path parameters and query values follow the text rules of bodies (a NUL or a lone surrogate
+    in a subject id would otherwise reach the database)."""
+    if req.view_args:
+        refuse_bad_text({k: v for k, v in req.view_args.items() if isinstance(v, str)})
+    if req.args:
+        refuse_bad_text(req.args.to_dict(flat=False))
 
 
 def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
@@ -175,13 +206,17 @@ def _register_request_hooks(app: OpenAPI) -> None:
         if required is not None:
             caller = check_request(db_module.session, required)
             observability.check_rate_limit(caller.key_id)
+        check_url_text(req)
         if req.method in ("POST", "PUT", "PATCH") and req.is_json and req.content_length != 0:
             body = req.get_json(silent=False)  # malformed JSON -> 400 in the error shape
-            # Events are judged one by one (flat objects of text and numbers, NUL refused per event), so
-            # the envelope needs no walk; everything else is checked for depth and NUL text here.
-            if (endpoint != "events.send_events" and may_be_deep_or_hold_nul(req.get_data(cache=True))
-                    and _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH):
-                raise errors.ApiError(400, f"JSON nested deeper than {_MAX_JSON_DEPTH} levels")
+            # Events are judged one by one (flat objects of text and numbers, bad text refused per event), so
+            # the envelope needs no walk; everything else is checked for depth and text here.
+            if endpoint != "events.send_events":
+                raw = req.get_data(cache=True)
+                if may_be_deep(raw) and _depth(body, _MAX_JSON_DEPTH) > _MAX_JSON_DEPTH:
+                    raise errors.ApiError(400, f"JSON nested deeper than {_MAX_JSON_DEPTH} levels")
+                if validity.may_hold_bad_text(raw):
+                    refuse_bad_text(body)
         return None
 
     @app.after_request

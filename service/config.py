@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_KEY_CACHE": "off",  # "on": cache keys per worker, emptied at once by revocation (PostgreSQL)
     "NEXTBEST_DIRECT_ASSIGN": "on",  # "off": every single decision goes through Flask's request handling
     "NEXTBEST_RATE_LIMIT_PER_SECOND": 2000.0,  # per key and worker; 0 turns it off
+    "NEXTBEST_SECURE_COOKIES": "auto",  # "auto": Secure when the request came over TLS; "on": always
     "NEXTBEST_CONTACT_POLICY": "",  # global default contact policy, JSON in the experiment spec's shape
 }
 
