@@ -194,8 +194,8 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
     if ltv_stats:
         from reports.ltv import compare_ltv
 
-        ltv = compare_ltv(ltv_stats, spec.control_arm, spec.promotion.confidence if spec.promotion else 0.95
-                          ).to_dict()
+        ltv = compare_ltv(_with_control(ltv_stats, spec.control_arm), spec.control_arm,
+                          spec.promotion.confidence if spec.promotion else 0.95).to_dict()
     return ReportInput(
         ltv=ltv,
         experiment=experiment.key,
@@ -286,6 +286,16 @@ def ltv_arm_stats(session: Session, experiment: Experiment, spec: ExperimentSpec
             unsubscribe_loss=ValueSums(float(row.l), float(row.l2), float(row.ld)),
         )
     return out
+
+
+def _with_control(stats: dict[str, Any], control: str) -> dict[str, Any]:
+    """The arms' LTV statistics with the control present: a control without decisions (early on, or in a
+    segment) is an empty arm, which the comparison reports as "no decisions yet" on each row."""
+    if control in stats:
+        return stats
+    from reports.ltv import LtvArmStats, ValueSums
+
+    return {control: LtvArmStats(0, 0, 0.0, ValueSums(0.0, 0.0, 0.0)), **stats}
 
 
 def _ltv_fields(stats: Any) -> dict[str, Any]:
