@@ -169,6 +169,38 @@ def _start_key_cache(app: OpenAPI) -> None:
     db_module.get_db(app).key_listener = keycache.start(app.config["DATABASE_URL"], cache)
 
 
+# Body limits per route (README, "Limits and validation"): batches and imports may be large, a decision
+# is small, everything else is a JSON document of modest size. Answered 413 before the body is read.
+_LARGE_BODIES = frozenset({"decisions.assign_batch", "events.send_events", "imports.import_history",
+                           "subjects.import_subjects", "value.import_purchases"})
+_FILE_BODIES = frozenset({"imports.import_history", "subjects.import_subjects", "value.import_purchases"})
+
+
+def body_limit(app: Flask, endpoint: str | None) -> int:
+    """The most bytes a request body to `endpoint` may hold."""
+    overall = int(app.config["MAX_CONTENT_LENGTH"])  # NEXTBEST_MAX_BODY_BYTES
+    if endpoint in _LARGE_BODIES:
+        return overall
+    key = "NEXTBEST_MAX_DECISION_BYTES" if endpoint == "decisions.assign" else "NEXTBEST_MAX_JSON_BYTES"
+    return min(int(app.config[key]), overall)
+
+
+def check_body(app: Flask, req: Request, endpoint: str | None) -> None:
+    """413 for a body over its route's limit (by Content-Length, before reading; a chunked body stops being
+    read at the limit); 415 for a non-JSON body sent to a JSON route of the API."""
+    if endpoint is None or req.method not in ("POST", "PUT", "PATCH", "DELETE"):
+        return
+    limit = body_limit(app, endpoint)
+    if req.content_length is not None and req.content_length > limit:
+        raise errors.ApiError(413, f"the body is {req.content_length} bytes; this route takes at most {limit}",
+                              details=[{"limit_bytes": limit}])
+    req.max_content_length = limit
+    has_body = req.content_length != 0 if req.content_length is not None else "chunked" in req.headers.get(
+        "Transfer-Encoding", "").lower()
+    if has_body and endpoint not in _FILE_BODIES and req.path.startswith("/v1/") and not req.is_json:
+        raise errors.ApiError(415, f"send the body as application/json, got {req.mimetype or 'no content type'!r}")
+
+
 _UNGUARDED = {"health.healthz", "health.readyz", "openapi_json", "docs", "metrics", "openapi.doc_url", "openapi.openapi",
               "static"}
 
@@ -195,6 +227,7 @@ def _register_request_hooks(app: OpenAPI) -> None:
         req = request._get_current_object()  # type: ignore[attr-defined]
         endpoint = req.endpoint
         g.request_id = observability.request_id(req.headers.get("X-Request-Id"))
+        check_body(app, req, endpoint)
         # One decision is one INSERT (or one counter upsert): atomic on its own, no transaction needed.
         g.single_write = endpoint == "decisions.assign"
         if not is_migrated(app) and endpoint not in _UNGUARDED:

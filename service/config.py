@@ -10,7 +10,9 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     # Embedded default, so a fresh machine needs nothing installed.
     "DATABASE_URL": f"sqlite:///{Path.cwd() / 'nextbest.sqlite3'}",
-    "NEXTBEST_MAX_BODY_BYTES": 64 * 1024 * 1024,
+    "NEXTBEST_MAX_BODY_BYTES": 64 * 1024 * 1024,  # batches and imports
+    "NEXTBEST_MAX_JSON_BYTES": 1024 * 1024,  # every other JSON body: specs, profiles, actions, power
+    "NEXTBEST_MAX_DECISION_BYTES": 64 * 1024,  # one POST /v1/assign
     "NEXTBEST_MAX_BATCH_SUBJECTS": 200_000,
     "NEXTBEST_MAX_EVENTS_PER_BATCH": 10_000,
     "NEXTBEST_MAX_IMPORT_ROWS": 2_000_000,
