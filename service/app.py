@@ -295,20 +295,62 @@ def _register_openapi_routes(app: OpenAPI) -> None:
         return redirect("/docs/swagger", code=302)
 
 
+_ERROR_TEXT = {
+    "400": "malformed JSON: not JSON, NaN or Infinity, a number out of float range, nesting deeper than 32",
+    "401": "missing or invalid key",
+    "403": "wrong scope",
+    "404": "not found",
+    "409": "wrong lifecycle state, duplicate key or frozen field",
+    "413": "body over this route's limit, or a batch over its size",
+    "415": "unsupported content type",
+    "422": "invalid input (the field is named)",
+    "429": "rate limited (Retry-After)",
+    "503": "database unavailable or not migrated (Retry-After)",
+}
+_REPORT_PATH = "/v1/experiments/{key}/report"
+# Bodies that name an experiment, which may not exist.
+_NAMES_AN_EXPERIMENT = {("post", "/v1/assign"), ("post", "/v1/assign/batch"), ("post", "/v1/webhooks")}
+
+
+def declared_errors(path: str, method: str, operation: dict[str, Any]) -> list[str]:
+    """Every error status the operation can answer (a test checks the routes keep to it)."""
+    statuses = ["422", "503"]
+    if operation.get("security"):
+        statuses += ["401", "403", "429"]
+    if method in ("post", "put", "patch", "delete"):
+        statuses += ["400", "409", "413", "415"]
+    if "{" in path or (method, path) in _NAMES_AN_EXPERIMENT:
+        statuses.append("404")
+    return sorted(set(statuses))
+
+
 def openapi_document(app: OpenAPI) -> dict[str, Any]:
-    """The generated OpenAPI document, with the validation-error response in our error shape."""
+    """The generated OpenAPI document, with every error status each route can answer in our error shape,
+    the Retry-After of 429 and 503, and the CSV and HTML forms of the report."""
     cached = app.extensions.get("nextbest.openapi")
     if cached is not None:
         return cached
     document = json.loads(json.dumps(app.api_doc))
     ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    retry_after = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
     for path, item in document.get("paths", {}).items():
+        if path == "/healthz":
+            continue  # liveness: answered without the database, key or body
         for method, operation in item.items():
             responses = operation.setdefault("responses", {})
-            for status, text in (("422", "invalid input"),):
-                responses[status] = {"description": text, "content": {"application/json": {"schema": ref}}}
-            if operation.get("security"):
-                for status, text in (("401", "missing or invalid key"), ("403", "wrong scope")):
-                    responses.setdefault(status, {"description": text, "content": {"application/json": {"schema": ref}}})
+            for status in declared_errors(path, method, operation):
+                if path == "/readyz" and status != "503":
+                    continue
+                answer: dict[str, Any] = {"description": _ERROR_TEXT[status],
+                                          "content": {"application/json": {"schema": ref}}}
+                if status in ("429", "503"):
+                    answer["headers"] = retry_after
+                if path == "/readyz" and status == "503":
+                    continue  # the generated 503 (not ready, in the Health shape) stays
+                responses[status] = answer
+            if path == _REPORT_PATH and method == "get":
+                content = responses["200"].setdefault("content", {})
+                content["text/csv"] = {"schema": {"type": "string"}}
+                content["text/html"] = {"schema": {"type": "string"}}
     app.extensions["nextbest.openapi"] = document
     return document
