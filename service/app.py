@@ -324,6 +324,45 @@ def declared_errors(path: str, method: str, operation: dict[str, Any]) -> list[s
     return sorted(set(statuses))
 
 
+# OpenAPI links: which value of an answer names what another operation takes (clients and stateful
+# testing follow them). (operation, status) -> [(target path, method, parameter, JSON pointer)].
+_EXPERIMENT_KEY_TARGETS = [
+    ("/v1/experiments/{key}", "get"), ("/v1/experiments/{key}", "patch"), ("/v1/experiments/{key}/start", "post"),
+    ("/v1/experiments/{key}/pause", "post"), ("/v1/experiments/{key}/conclude", "post"),
+    ("/v1/experiments/{key}/audit", "get"), ("/v1/experiments/{key}/report", "get"),
+    ("/v1/experiments/{key}/report/segments", "get"), ("/v1/experiments/{key}/decision", "get"),
+    ("/v1/experiments/{key}/promote", "post"), ("/v1/experiments/{key}/rollback", "post"),
+    ("/v1/experiments/{key}/import", "post"), ("/v1/experiments/{key}/evaluate", "post"),
+]
+_SUBJECT_TARGETS = [("/v1/subjects/{subject_id}", "get"), ("/v1/subjects/{subject_id}", "put"),
+                    ("/v1/subjects/{subject_id}/export", "get"), ("/v1/subjects/{subject_id}/resubscribe", "post"),
+                    ("/v1/subjects/{subject_id}", "delete")]
+_LINKS: dict[tuple[str, str, str], list[tuple[str, str, str, str]]] = {
+    ("/v1/experiments", "post", "201"): [(p, m, "key", "/key") for p, m in _EXPERIMENT_KEY_TARGETS],
+    ("/v1/experiments/{key}/start", "post", "200"): [(p, m, "key", "/key") for p, m in _EXPERIMENT_KEY_TARGETS],
+    ("/v1/assign", "post", "200"): [("/v1/assignments/{assignment_id}", "get", "assignment_id", "/assignment_id")]
+    + [(p, m, "subject_id", "/subject_id") for p, m in _SUBJECT_TARGETS],
+    ("/v1/subjects/{subject_id}", "put", "200"): [(p, m, "subject_id", "/subject_id") for p, m in _SUBJECT_TARGETS],
+    ("/v1/webhooks", "post", "201"): [("/v1/webhooks/{webhook_id}", "delete", "webhook_id", "/id")],
+}
+
+
+def _add_links(document: dict[str, Any]) -> None:
+    paths = document.get("paths", {})
+    for (path, method, status), targets in _LINKS.items():
+        response = paths.get(path, {}).get(method, {}).get("responses", {}).get(status)
+        if response is None:
+            continue
+        links = response.setdefault("links", {})
+        for target, target_method, parameter, pointer in targets:
+            if target_method not in paths.get(target, {}):
+                continue
+            name = f"{target_method.upper()} {target}".replace("/", "_").replace(" ", "").replace("{", "")\
+                .replace("}", "")
+            ref = "#/paths/" + target.replace("~", "~0").replace("/", "~1") + "/" + target_method
+            links[name] = {"operationRef": ref, "parameters": {parameter: f"$response.body#{pointer}"}}
+
+
 def openapi_document(app: OpenAPI) -> dict[str, Any]:
     """The generated OpenAPI document, with every error status each route can answer in our error shape,
     the Retry-After of 429 and 503, and the CSV and HTML forms of the report."""
@@ -352,5 +391,6 @@ def openapi_document(app: OpenAPI) -> dict[str, Any]:
                 content = responses["200"].setdefault("content", {})
                 content["text/csv"] = {"schema": {"type": "string"}}
                 content["text/html"] = {"schema": {"type": "string"}}
+    _add_links(document)
     app.extensions["nextbest.openapi"] = document
     return document
