@@ -174,7 +174,10 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
             r, c = custom.get(arm.key, {}).get(event_type, (0, 0))
             reached[event_type], counts[event_type] = r, c
         if is_bandit:
-            expected = float(d.mean_propensity) if d and d.mean_propensity is not None else 0.0
+            # A bandit's expected share is its mean propensity; before any decision (or once they are all
+            # erased) every arm is equally likely, rather than all shares 0, which no split test can use.
+            expected = float(d.mean_propensity) if d and d.mean_propensity is not None else \
+                0.0 if denominators else 1.0 / len(spec.arms)
         else:
             expected = weights.get(arm.key, 0.0)
         arms.append(ArmSummary(

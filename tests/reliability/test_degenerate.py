@@ -82,6 +82,21 @@ def test_degenerate_data_is_reported_not_raised(api: Api, client: Any, keys: dic
     assert "<svg" in page.text
 
 
+def test_a_bandit_without_decisions_reports_and_decides(api: Api) -> None:
+    """Found by the stateful fuzzer: a bandit whose only decisions were erased had all expected shares 0,
+    and the split check raised (500 on /decision)."""
+    spec = _spec("bandit-empty")
+    spec["allocation"] = {"type": "bandit", "policy": {"name": "thompson_sampling"}, "holdout": 0.1}
+    api.create_experiment(spec, start=True)
+    api.assign("bandit-empty", "only-one")
+    assert api.call("DELETE", "/v1/subjects/only-one", scope="admin").status_code == 200
+    for path in ("/report", "/report?format=csv", "/report?format=html", "/decision",
+                 "/report/segments?by=loyalty_tier"):
+        response = api.call("GET", f"/v1/experiments/bandit-empty{path}")
+        assert response.status_code == 200, (path, response.get_data(as_text=True)[:300])
+    assert api.report("bandit-empty")["srm"]["error"] == "NO_DATA"
+
+
 def test_a_failing_experiment_does_not_stop_the_promotion_job(api: Api, app: Any, monkeypatch: Any) -> None:
     """Each experiment is evaluated on its own: one that raises is recorded as failed, the others go on."""
     api.create_experiment(_spec("first"), start=True)
