@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from service import db as db_module
@@ -12,7 +13,14 @@ from service.clock import utcnow
 from service.models import Assignment
 from tests.conftest import spring_email
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(timezone.utc)  # set again before each test (below): a long suite must not age it
+
+
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    """The clock read when the test starts, not when the module was imported (decisions use the real clock)."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
 
 
 def iso(moment: datetime) -> str:

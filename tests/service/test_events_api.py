@@ -14,7 +14,14 @@ from service import db as db_module
 from service.models import Assignment, AuditEntry, DecisionCustomOutcome, DecisionOutcome, Event
 from tests.conftest import spring_email
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(timezone.utc)  # set again before each test (below): a long suite must not age it
+
+
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    """The clock read when the test starts, not when the module was imported (decisions use the real clock)."""
+    global NOW
+    NOW = datetime.now(timezone.utc)
 
 
 def iso(moment: datetime) -> str:
