@@ -12,10 +12,10 @@ from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_openapi3 import Info, OpenAPI
 
-from . import config as config_module
-from . import db as db_module
 from experiments import validity
 
+from . import config as config_module
+from . import db as db_module
 from . import errors, observability
 from .auth import check_request
 
