@@ -35,7 +35,8 @@ stop: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
-# Load test, then a database-outage fault test, against PostgreSQL on 127.0.0.1 (sizes: LOADTEST_*, FAULTTEST_*).
+# Load test against PostgreSQL on 127.0.0.1, then a database-outage fault test against a private cluster it
+# creates in a temporary directory on another port (sizes: LOADTEST_*, FAULTTEST_*).
 loadtest: $(STAMP)
 	$(BIN)/python bench/loadtest.py
 	$(BIN)/python bench/faulttest.py

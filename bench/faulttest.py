@@ -18,9 +18,12 @@ decision request every 100 ms without retries, to see each answer as it is. Chec
   again with the same ids after recovery, and are then stored exactly once too; the SQL checks
   of the load test hold (assignments, fixed split, outcome summaries).
 
-PostgreSQL is stopped with `pg_ctlcluster --skip-systemctl-redirect <version> main stop -m fast`
-(the newest version under /etc/postgresql) and ALWAYS started again in a finally block; the
-script makes sure it accepts connections before it exits. Exits 1 when a check fails.
+The outage never touches the machine's shared PostgreSQL: the script creates a private cluster
+(`initdb` into a temporary directory, binaries from the newest /usr/lib/postgresql/*/bin or
+FAULTTEST_PG_BIN), serves it on a free port of 127.0.0.1 with its socket in that directory, runs
+the load against it, stops it with `pg_ctl stop -m fast` for the outage and starts it again, and
+ALWAYS stops it and removes the directory in a finally block. Run as root, the cluster is owned
+and run by the `postgres` user (initdb refuses root). Exits 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -40,16 +46,16 @@ from typing import Any
 
 import requests
 
+import loadtest
 from loadtest import (
     CLIENT_TIMEOUT,
     FIXED,
-    PG_HOST,
-    PG_PORT,
     Check,
     Setup,
     Totals,
     client_configs,
     env_number,
+    free_port,
     log,
     print_checks,
     print_requests,
@@ -63,35 +69,100 @@ from loadtest import (
     verify_data,
 )
 
-PG_CLUSTER = os.environ.get("FAULTTEST_PG_CLUSTER", "main")
+def pg_bin_dir() -> Path:
+    """The newest PostgreSQL server binaries on the machine (or FAULTTEST_PG_BIN)."""
+    if os.environ.get("FAULTTEST_PG_BIN"):
+        return Path(os.environ["FAULTTEST_PG_BIN"])
+    found = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()),
+                   key=lambda p: [int(x) if x.isdigit() else 0 for x in p.parent.name.split(".")])
+    if not found:
+        raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql/*/bin (set FAULTTEST_PG_BIN)")
+    return found[-1]
 
 
-def pg_version() -> str:
-    versions = sorted((p.name for p in Path("/etc/postgresql").iterdir() if p.is_dir()),
-                      key=lambda v: [int(x) if x.isdigit() else x for x in v.split(".")])
-    if not versions:
-        raise RuntimeError("no PostgreSQL cluster under /etc/postgresql")
-    return os.environ.get("FAULTTEST_PG_VERSION", versions[-1])
+class PrivateCluster:
+    """A throw-away PostgreSQL cluster in a temporary directory, on its own port: only it goes down."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.bin = pg_bin_dir()
+        self.host = host
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="nextbest-faulttest-pg-"))
+        self.data = self.root / "data"
+        self.logfile = self.root / "postgres.log"
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            owner = pwd.getpwnam(os.environ.get("FAULTTEST_PG_OS_USER", "postgres"))
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+            self._as_user = ["runuser", "-u", owner.pw_name, "--"]
+
+    @property
+    def version(self) -> str:
+        return self.bin.parent.name
+
+    def _run(self, *command: str, timeout: float = 120) -> None:
+        full = [*self._as_user, str(self.bin / command[0]), *command[1:]]
+        log("$ " + " ".join(full))
+        done = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(full)} failed ({done.returncode}): {done.stdout} {done.stderr}")
+
+    def create(self) -> None:
+        """initdb (trust authentication for the postgres role, on loopback only) and start."""
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--no-locale", "--no-sync")
+        self.start()
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c max_connections=100 "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options, "-w", "-t", "60",
+                  "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def running(self) -> bool:
+        done = subprocess.run([*self._as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "status"],
+                              capture_output=True, text=True, timeout=30)
+        return done.returncode == 0
+
+    def ready(self) -> bool:
+        return subprocess.run([str(self.bin / "pg_isready"), "-h", self.host, "-p", str(self.port), "-q"],
+                              timeout=30).returncode == 0
+
+    def remove(self) -> None:
+        """Stop the cluster if it runs (immediately if a fast stop fails) and delete its directory."""
+        try:
+            if self.data.exists() and self.running():
+                try:
+                    self.stop("fast")
+                except Exception:  # noqa: BLE001 - fall back to an immediate stop
+                    self.stop("immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
-def pg_ctl(action: str, *extra: str) -> None:
-    command = ["pg_ctlcluster", "--skip-systemctl-redirect", pg_version(), PG_CLUSTER, action, *extra]
-    log("$ " + " ".join(command))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0 and not (action == "start" and "already running" in done.stderr):
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stdout} {done.stderr}")
+CLUSTER: PrivateCluster | None = None
+
+
+def cluster() -> PrivateCluster:
+    if CLUSTER is None:
+        raise RuntimeError("the private PostgreSQL cluster is not created yet")
+    return CLUSTER
 
 
 def pg_ready() -> bool:
-    return subprocess.run(["pg_isready", "-h", PG_HOST, "-p", str(PG_PORT), "-q"], timeout=30).returncode == 0
+    return cluster().ready()
 
 
 def ensure_pg_running(timeout: float = 60.0) -> bool:
-    """Start the cluster if it is not accepting connections, and wait until it does."""
+    """Start the private cluster if it is not accepting connections, and wait until it does."""
     deadline = time.monotonic() + timeout
     if not pg_ready():
         try:
-            pg_ctl("start")
+            if not cluster().running():
+                cluster().start()
         except Exception as exc:  # noqa: BLE001 - report and keep waiting; the caller checks the result
             log(f"starting PostgreSQL failed: {exc}")
     while time.monotonic() < deadline:
@@ -193,13 +264,13 @@ def cause_outage(outage: Outage, warmup: float, seconds: float, started: float) 
     """Stop PostgreSQL after `warmup`, for `seconds`; started again by the caller's finally too."""
     time.sleep(max(0.0, started + warmup - time.time()))
     outage.stop_called = time.time()
-    pg_ctl("stop", "-m", "fast")
+    cluster().stop("fast")
     outage.stopped = time.time()
     time.sleep(max(0.0, outage.stop_called + seconds - time.time()))
     outage.start_called = time.time()
     errors: list[BaseException] = []
-    starter = threading.Thread(target=lambda: _capture(errors, lambda: pg_ctl("start")), name="pg-start")
-    starter.start()  # meanwhile, note the moment PostgreSQL accepts connections (before pg_ctlcluster returns)
+    starter = threading.Thread(target=lambda: _capture(errors, cluster().start), name="pg-start")
+    starter.start()  # meanwhile, note the moment PostgreSQL accepts connections (before pg_ctl returns)
     while not pg_ready():
         if not starter.is_alive() and errors:
             raise errors[0]
@@ -218,11 +289,24 @@ def _capture(errors: list[BaseException], work: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global CLUSTER
     args = options(argv)
     raise_on_sigterm()
-    if not ensure_pg_running():
-        print("PostgreSQL is not accepting connections; cannot run the fault test", file=sys.stderr)
-        return 1
+    CLUSTER = PrivateCluster()
+    try:
+        log(f"creating a private PostgreSQL {CLUSTER.version} cluster in {CLUSTER.root} on port {CLUSTER.port}")
+        CLUSTER.create()
+        if not ensure_pg_running():
+            print("the private PostgreSQL cluster does not accept connections", file=sys.stderr)
+            return 1
+        loadtest.use_postgres(CLUSTER.host, CLUSTER.port)
+        return run(args)
+    finally:
+        CLUSTER.remove()
+        log(f"private PostgreSQL cluster stopped and {CLUSTER.root} removed")
+
+
+def run(args: argparse.Namespace) -> int:
     run_id = f"fault-{uuid.uuid4().hex[:8]}"
     setup = set_up("faulttest", args.workers, args.threads,
                    env={"NEXTBEST_JOBS": "on", "NEXTBEST_JOB_INTERVAL_SECONDS": "3"})
@@ -243,13 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         probe_thread.start()
         load.start()
         try:
-            log(f"load for {args.warmup:.0f} s, then PostgreSQL {pg_version()}/{PG_CLUSTER} stops for "
+            log(f"load for {args.warmup:.0f} s, then the private PostgreSQL {cluster().version} on port "
+                f"{cluster().port} stops for "
                 f"{args.outage:.0f} s")
             cause_outage(outage, args.warmup, args.outage, started)
             log(f"PostgreSQL accepts connections again after {outage.ready - outage.stop_called:.1f} s")
         finally:
             if not ensure_pg_running():
-                checks.append(Check("PostgreSQL running again", False, "it did not come back; start it by hand"))
+                checks.append(Check("PostgreSQL running again", False, "the private cluster did not come back"))
         load.join()
         time.sleep(1.0)
         prober.stopped.set()

@@ -90,6 +90,12 @@ def env_number(name: str, default: float) -> float:
 # --------------------------------------------------------------------------------------- PostgreSQL
 
 
+def use_postgres(host: str, port: int) -> None:
+    """Point the helpers of this module (databases, URLs, SQL checks) at another PostgreSQL."""
+    global PG_HOST, PG_PORT
+    PG_HOST, PG_PORT = host, port
+
+
 def pg_connect(dbname: str, **kwargs: Any) -> psycopg.Connection:
     return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, connect_timeout=5, **kwargs)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from .numbers import finite_float
 from .outcomes import parse_timestamp
+from .validity import first_bad_text, json_float, json_int
 
 MAX_COUNT = 10_000
 
@@ -68,24 +69,50 @@ def parse_mapping(text: str | None) -> dict[str, str]:
     return mapping
 
 
-def read_records(data: bytes, fmt: str) -> Iterator[tuple[int, Mapping[str, Any] | None, str]]:
-    """(line number, record or None when unreadable, raw text) for each data line."""
+class UnreadableFile(ValueError):
+    """The file cannot be read on from some line (a CSV field over the limit, a broken quote)."""
+
+
+# The csv module's default limit on one field (128 KiB); a longer field makes the file unreadable from there.
+MAX_CSV_FIELD = csv.field_size_limit()
+
+
+def read_records(data: bytes, fmt: str) -> Iterator[tuple[int, Mapping[str, Any] | str | None, str]]:
+    """(line number, record, raw text) for each data line. The record is None when the line is not a
+    JSON object, or the reason (a str) when its text or numbers cannot be stored (see experiments.validity).
+
+    CSV lines may end in CRLF, LF or a bare CR. A CSV field longer than MAX_CSV_FIELD characters
+    ends the reading with UnreadableFile naming its line: the parser cannot resynchronise after it.
+    """
     text = data.decode("utf-8-sig", errors="replace")
     if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for record in reader:
+        # newline=None: universal newlines, so a file from a system that ends lines with a bare CR reads
+        # as lines rather than as one field with line breaks in it.
+        reader = csv.DictReader(io.StringIO(text, newline=None))
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise UnreadableFile(f"line {reader.line_num}: the CSV cannot be read ({exc}; a field may hold at "
+                                 f"most {MAX_CSV_FIELD} characters)") from None
             line = reader.line_num
-            yield line, record, json.dumps({str(k): v for k, v in record.items()}, sort_keys=True)
+            bad = first_bad_text(record)
+            yield line, f"{bad[0]} {bad[1]}" if bad else record, json.dumps(
+                {str(k): v for k, v in record.items()}, sort_keys=True)
     elif fmt == "ndjson":
         for number, raw in enumerate(text.splitlines(), start=1):
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw, parse_constant=_no_constant)
-            except ValueError:
-                yield number, None, raw
+                record = json.loads(raw, parse_constant=_no_constant, parse_float=json_float, parse_int=json_int)
+            except (ValueError, RecursionError) as exc:
+                reason = str(exc) if "out of range" in str(exc) else None
+                yield number, reason, raw
                 continue
-            yield number, record if isinstance(record, dict) else None, raw
+            bad = first_bad_text(record) if isinstance(record, dict) else None
+            yield number, f"{bad[0]} {bad[1]}" if bad else record if isinstance(record, dict) else None, raw
     else:
         raise ValueError(f"format must be csv or ndjson, got {fmt!r}")
 
@@ -159,8 +186,8 @@ def parse_history(
         if len(result.rows) + len(result.rejected) >= max_rows:
             result.rejected.append({"line": line, "reason": f"more than {max_rows} rows; the rest was not read"})
             break
-        if record is None:
-            result.rejected.append({"line": line, "reason": "not a JSON object"})
+        if not isinstance(record, Mapping):
+            result.rejected.append({"line": line, "reason": record if isinstance(record, str) else "not a JSON object"})
             continue
         if "\x00" in raw:
             result.rejected.append({"line": line, "reason": "text may not contain NUL characters"})

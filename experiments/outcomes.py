@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from .numbers import finite_float
+from .validity import check_timestamp, text_problem
 
 # Channel systems' clocks drift; an event stamped this much before its decision still belongs to it.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -51,13 +52,15 @@ def _text(raw: Mapping[str, Any], name: str, limit: int = MAX_ID_LENGTH, require
             raise ValueError(f"{name} is required")
         return None
     # The common case in one test; any failure falls through to the checks that name the rule.
-    if isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value and not value.isspace():
+    if isinstance(value, str) and 0 < len(value) <= limit and (value.isascii() and "\x00" not in value
+                                                                 or text_problem(value) is None) \
+            and not value.isspace():
         return value
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be a non-empty string")
     if len(value) > limit:
         raise ValueError(f"{name} is longer than {limit} characters")
-    raise ValueError(f"{name} may not contain NUL (U+0000) characters")
+    raise ValueError(f"{name} {text_problem(value)}")
 
 
 def parse_timestamp(value: Any, name: str = "occurred_at") -> datetime:
@@ -70,7 +73,7 @@ def parse_timestamp(value: Any, name: str = "occurred_at") -> datetime:
         raise ValueError(f"{name} is not ISO 8601: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"{name} needs a time zone offset (e.g. Z or +01:00)")
-    return parsed.astimezone(timezone.utc)
+    return check_timestamp(parsed, name)
 
 
 _FIELDS = frozenset({"event_id", "type", "assignment_id", "experiment", "subject_id", "value", "occurred_at",

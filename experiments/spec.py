@@ -25,6 +25,11 @@ BUILTIN_EVENTS = ("open", "click", "conversion", "unsubscribe")
 RATE_METRICS = ("open_rate", "click_rate", "click_to_open_rate", "conversion_rate", "unsubscribe_rate")
 VALUE_METRICS = ("revenue_per_decision", "revenue_per_converter", "ltv_adjusted_value")
 METRICS = RATE_METRICS + VALUE_METRICS
+# Bounds of the spec's numbers (README, "Limits and validation"): weights are relative, so a million to one
+# is any split anyone needs, and their sum stays far from float overflow; money amounts stay where sums
+# of squares over millions of decisions are still finite.
+MAX_WEIGHT = 1e6
+MAX_MONEY = 1e12
 DECISION_METRICS = ("conversion_rate", "click_rate", "open_rate", "revenue_per_decision", "ltv_adjusted_value")
 
 PolicyName = Literal[
@@ -74,8 +79,9 @@ class FixedAllocation(_Strict):
     def _positive(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
         if weights is not None:
             for arm, weight in weights.items():
-                if not weight > 0 or weight != weight or weight == float("inf"):
-                    raise ValueError(f"weight of arm {arm!r} must be a positive number, got {weight}")
+                if not 0 < weight <= MAX_WEIGHT:
+                    raise ValueError(f"weight of arm {arm!r} must be a positive number, got {weight} "
+                                     f"(weights are at most {MAX_WEIGHT:g})")
         return weights
 
 
@@ -145,7 +151,8 @@ class RewardSpec(_Strict):
     type: Literal["event", "ltv_adjusted"] = "event"
     event: str = Field(default="conversion", max_length=64)
     value: Literal["revenue"] | None = Field(default=None, description="reward the event's value, not 1")
-    default: float = Field(default=0.0, description="reward of a decision whose reward wait passes without the event")
+    default: float = Field(default=0.0, ge=-MAX_MONEY, le=MAX_MONEY, allow_inf_nan=False,
+                           description="reward of a decision whose reward wait passes without the event")
     wait_seconds: int | None = Field(
         default=None, ge=1, le=366 * 86400,
         description="a decision trains once this old, with the rewarding events received by then, whatever "
@@ -219,7 +226,7 @@ class ExperimentSpec(_Strict):
     unsubscribe_value_share: float = Field(
         default=1.0, ge=0, le=1, description="share of a subject's future value an unsubscribe destroys"
     )
-    default_subject_value: float = Field(default=0.0, ge=0)
+    default_subject_value: float = Field(default=0.0, ge=0, le=MAX_MONEY, allow_inf_nan=False)
     subject_value_field: str | None = Field(
         default=None, max_length=64, description="context field carrying the subject's lifetime value, if any"
     )

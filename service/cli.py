@@ -405,9 +405,13 @@ def promote_command() -> None:
     database = _database()
     _require_migrated(database)
     with database.session() as session:
-        for result in evaluate_all(session, holder=holder_name("cli")):
+        results = evaluate_all(session, holder=holder_name("cli"))
+        for result in results:
             click.echo(json.dumps(result))
         click.echo(json.dumps({"webhooks": deliver_due(session)}))
+    failed = [r["experiment"] for r in results if r.get("action") == "failed"]
+    if failed:  # every other experiment was evaluated (and promoted) all the same; cron should still hear of it
+        raise click.ClickException(f"the promotion check failed for {', '.join(failed)} (see the log)")
 
 
 @main.group()

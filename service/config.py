@@ -10,7 +10,9 @@ from typing import Any
 DEFAULTS: dict[str, Any] = {
     # Embedded default, so a fresh machine needs nothing installed.
     "DATABASE_URL": f"sqlite:///{Path.cwd() / 'nextbest.sqlite3'}",
-    "NEXTBEST_MAX_BODY_BYTES": 64 * 1024 * 1024,
+    "NEXTBEST_MAX_BODY_BYTES": 64 * 1024 * 1024,  # batches and imports
+    "NEXTBEST_MAX_JSON_BYTES": 1024 * 1024,  # every other JSON body: specs, profiles, actions, power
+    "NEXTBEST_MAX_DECISION_BYTES": 64 * 1024,  # one POST /v1/assign
     "NEXTBEST_MAX_BATCH_SUBJECTS": 200_000,
     "NEXTBEST_MAX_EVENTS_PER_BATCH": 10_000,
     "NEXTBEST_MAX_IMPORT_ROWS": 2_000_000,
@@ -27,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_KEY_CACHE": "off",  # "on": cache keys per worker, emptied at once by revocation (PostgreSQL)
     "NEXTBEST_DIRECT_ASSIGN": "on",  # "off": every single decision goes through Flask's request handling
     "NEXTBEST_RATE_LIMIT_PER_SECOND": 2000.0,  # per key and worker; 0 turns it off
+    "NEXTBEST_SECURE_COOKIES": "auto",  # "auto": Secure when the request came over TLS; "on": always
     "NEXTBEST_CONTACT_POLICY": "",  # global default contact policy, JSON in the experiment spec's shape
     "NEXTBEST_CHANNELS": "email,sms,push",  # channels next best action considers when a request names none
     "NEXTBEST_CONTACT_COSTS": "",  # next best action: cost of one contact per channel, JSON {"sms": 0.05}

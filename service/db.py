@@ -23,7 +23,8 @@ def make_engine(url: str, pool_size: int = 5, statement_timeout_ms: int | None =
                 **engine_options: Any) -> Engine:
     """An engine tuned per backend: WAL and a busy timeout on SQLite, pre-ping and timeouts on PostgreSQL."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # hide_parameters: values (subject ids among them) never appear in exception messages or logs.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -52,6 +53,7 @@ def make_engine(url: str, pool_size: int = 5, statement_timeout_ms: int | None =
         pool_timeout=10,
         pool_recycle=1800,
         connect_args=connect_args,
+        hide_parameters=True,
         **engine_options,
     )
 

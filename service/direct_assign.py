@@ -50,7 +50,7 @@ class DirectAssign:
             return self.flask_wsgi(environ, start_response)
         started = time.perf_counter()
         length = _content_length(environ)
-        if length is None or length > self.app.config["MAX_CONTENT_LENGTH"] or not _is_json(environ):
+        if length is None or length > self.app.config["NEXTBEST_MAX_DECISION_BYTES"] or not _is_json(environ):
             return self.flask_wsgi(environ, start_response)
         raw = environ["wsgi.input"].read(length)
         with self.app.app_context():

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from experiments.history import UnreadableFile
+
 log = logging.getLogger("nextbest")
 
 _CODES = {
@@ -95,6 +97,8 @@ def response_for(exc: Exception) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, ValidationError):
         return validation_error_response(exc)
+    if isinstance(exc, UnreadableFile):
+        return error_response(422, "validation_error", str(exc))
     if isinstance(exc, HTTPException):
         if exc.response is not None and exc.response.status_code == 422:
             return exc.response  # already in our shape (validation callback)

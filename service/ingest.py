@@ -150,6 +150,16 @@ def _rejected(event_id: Any, reason: str) -> dict[str, Any]:
     return {"event_id": event_id, "status": "rejected", "reason": reason}
 
 
+def _contradiction(event: IncomingEvent, decision: DecisionInfo, info: ExperimentInfo) -> str | None:
+    """Why an event's experiment or subject_id contradicts the decision its assignment_id names, if they do."""
+    if event.experiment is not None and event.experiment != info.key:
+        return (f"experiment {event.experiment!r} contradicts assignment_id {event.assignment_id!r}, "
+                f"which belongs to experiment {info.key!r}")
+    if event.subject_id is not None and event.subject_id != decision.subject_id:
+        return f"subject_id contradicts assignment_id {event.assignment_id!r}, which was decided for another subject"
+    return None
+
+
 def ingest(session: Session, raw_events: Sequence[Any], now: datetime | None = None) -> BatchResult:
     """Validate, attribute and store a batch; per-event results in the input order. Does not commit."""
     now = now or utcnow()
@@ -204,6 +214,9 @@ def ingest(session: Session, raw_events: Sequence[Any], now: datetime | None = N
             info = experiments.get(decision.experiment_id) if decision else None
             if info is None:
                 attribution, reason = "unattributed", "unknown_assignment"
+            elif contradiction := _contradiction(event, decision, info):  # type: ignore[arg-type]
+                status["status"], status["reason"] = "rejected", contradiction
+                continue
             else:
                 reason = window_reason(decision.created_at, event.occurred_at, info.window)  # type: ignore[union-attr]
                 attribution = "unattributed" if reason else "assignment"

@@ -8,9 +8,12 @@ directly), and /metrics aggregates every worker's numbers.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -88,11 +91,27 @@ class RateLimiter:
             return None
 
 
+_SUBJECT_PATH = "/v1/subjects/"
+
+
+def pseudonymous_path(path: str, key: bytes) -> str:
+    """The path with a subject id replaced by `subject:<16 hex>` (a keyed hash: the same subject gives the
+    same pseudonym in one deployment, and the id cannot be read back from the access log)."""
+    if not path.startswith(_SUBJECT_PATH):
+        return path
+    subject, slash, rest = path[len(_SUBJECT_PATH):].partition("/")
+    if not subject or subject == "import":
+        return path
+    digest = hmac.new(key, subject.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:16]
+    return f"{_SUBJECT_PATH}subject:{digest}{slash}{rest}"
+
+
 class RequestRecorder:
     """Counts, times and logs each answered request: the metrics and the access line."""
 
-    def __init__(self, access_log: bool):
+    def __init__(self, access_log: bool, pseudonym_key: bytes = b""):
         self.access_log = access_log
+        self.pseudonym_key = pseudonym_key
         self._log = logging.getLogger("nextbest.access")
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -110,7 +129,8 @@ class RequestRecorder:
             # makeRecord + handle: the same record log.info would make, without its search of the
             # call stack for a source line the JSON line never shows.
             log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "request", None, None, extra={
-                "request_id": request_id, "method": method, "path": path, "status": status,
+                "request_id": request_id, "method": method, "path": pseudonymous_path(path, self.pseudonym_key),
+                "status": status,
                 "ms": round(elapsed * 1000, 2), "key_name": caller.name if caller is not None else None,
                 "endpoint": endpoint,
             }))
@@ -124,9 +144,16 @@ class RequestRecorder:
         return found
 
 
+MAX_REQUEST_ID = 128
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,%d}" % MAX_REQUEST_ID)
+
+
 def request_id(given: str | None) -> str:
-    """The caller's X-Request-Id, or a new one."""
-    return given or os.urandom(16).hex()
+    """The caller's X-Request-Id when it is 1-128 visible ASCII characters of the usual id alphabet
+    (letters, digits, . _ : / + = @ -), else a new one: it is echoed and logged, so it is bounded."""
+    if given and _REQUEST_ID.fullmatch(given):
+        return given
+    return os.urandom(16).hex()
 
 
 def init_app(app: Flask) -> None:
@@ -135,7 +162,8 @@ def init_app(app: Flask) -> None:
     rate = float(app.config.get("NEXTBEST_RATE_LIMIT_PER_SECOND", 0) or 0)
     limiter = RateLimiter(rate, max(rate * 2, 1.0)) if rate > 0 else None
     app.extensions["nextbest.ratelimiter"] = limiter
-    recorder = app.extensions["nextbest.recorder"] = RequestRecorder(access_log)
+    recorder = app.extensions["nextbest.recorder"] = RequestRecorder(
+        access_log, str(app.config.get("SECRET_KEY") or "").encode())
 
     @app.before_request
     def _start_timer() -> None:

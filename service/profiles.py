@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from experiments.contact import parse_timezone
 from experiments.history import read_records, required_subject_id
+from experiments.validity import first_bad_text
 from experiments.numbers import finite_float
 from experiments.profiles import (
     ChannelStats,
@@ -62,6 +63,9 @@ _priors_lock = threading.Lock()
 
 def validate_profile(data: dict[str, Any]) -> dict[str, Any]:
     """Column values for a profile update; ValueError names the field."""
+    bad = first_bad_text(data)
+    if bad:
+        raise ValueError(f"{bad[0]} {bad[1]}")
     out: dict[str, Any] = {}
     if "timezone" in data:
         tz = data["timezone"]
@@ -120,13 +124,13 @@ def upsert(session: Session, subject_id: str, data: dict[str, Any]) -> Subject:
 def import_profiles(session: Session, data: bytes, fmt: str) -> dict[str, Any]:
     """Bulk upsert from CSV (columns subject_id, timezone, lifetime_value, loyalty_tier, loyalty_points,
     consent.<channel>, attributes.<name>) or JSON lines in the PUT body's shape plus subject_id."""
-    records = [(line, _from_csv(record) if fmt == "csv" and record is not None else record)
+    records = [(line, _from_csv(record) if fmt == "csv" and isinstance(record, dict) else record)
                for line, record, _ in read_records(data, fmt)]
     stored, rejected = 0, []
     for line, record in records:
         try:
             if not isinstance(record, dict):
-                raise ValueError("not an object")
+                raise ValueError(record if isinstance(record, str) else "not an object")
             subject_id = required_subject_id(record)
             fields = {k: v for k, v in record.items() if k in PROFILE_FIELDS}
             validate_profile(fields)

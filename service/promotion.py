@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
+import logging
 from typing import Any
 
 from sqlalchemy import select, update
@@ -27,6 +28,8 @@ from .observability import PROMOTIONS
 from .report_queries import report_input
 from .store.experiments import audit, spec_of, to_json
 from .webhooks import enqueue
+
+log = logging.getLogger("nextbest.promotion")
 
 
 def decide(session: Session, experiment: Experiment, now: datetime | None = None) -> PromotionDecision:
@@ -112,25 +115,39 @@ def evaluate_all(session: Session, *, holder: str = "promotion") -> list[dict[st
             select(Experiment).where(Experiment.status == "running", Experiment.winner_arm.is_(None))
         ).all()
         for experiment in candidates:
-            spec = spec_of(experiment)
-            if spec.promotion is None:
-                continue
-            decision = decide(session, experiment)
-            outcome: dict[str, Any] = {"experiment": experiment.key, "action": decision.action,
-                                       "winner": decision.winner, "summary": decision.summary, "promoted": False}
-            if decision.action == "promote" and decision.winner:
-                outcome["promoted"] = promote(session, experiment, decision.winner, holder,
-                                              holdback=spec.promotion.holdback, reason=decision.summary,
-                                              statistics=decision.statistics, how="auto")
-            elif decision.action == "notify" and decision.winner and not _notified(session, experiment,
-                                                                                   decision.winner):
-                audit(session, experiment, holder, "promotion_ready", winner=decision.winner,
-                      reason=decision.summary, statistics=decision.statistics)
-                enqueue(session, experiment, "experiment.promotion_ready",
-                        {"experiment": experiment.key, "winner": decision.winner, "reason": decision.summary})
-                session.commit()
-            results.append(outcome)
+            key = experiment.key
+            try:
+                outcome = _evaluate_one(session, experiment, holder)
+            except Exception as exc:  # noqa: BLE001 - one experiment's failure must not stop the others
+                session.rollback()
+                log.error("promotion check failed", exc_info=exc, extra={"experiment": key})
+                outcome = {"experiment": key, "action": "failed", "error": f"{type(exc).__name__}: {exc}"[:300],
+                           "promoted": False}
+            if outcome is not None:
+                results.append(outcome)
         return results
+
+
+def _evaluate_one(session: Session, experiment: Experiment, holder: str) -> dict[str, Any] | None:
+    """Evaluate one experiment's rule and act on it; None when it has no rule."""
+    spec = spec_of(experiment)
+    if spec.promotion is None:
+        return None
+    decision = decide(session, experiment)
+    outcome: dict[str, Any] = {"experiment": experiment.key, "action": decision.action,
+                               "winner": decision.winner, "summary": decision.summary, "promoted": False}
+    if decision.action == "promote" and decision.winner:
+        outcome["promoted"] = promote(session, experiment, decision.winner, holder,
+                                      holdback=spec.promotion.holdback, reason=decision.summary,
+                                      statistics=decision.statistics, how="auto")
+    elif decision.action == "notify" and decision.winner and not _notified(session, experiment,
+                                                                           decision.winner):
+        audit(session, experiment, holder, "promotion_ready", winner=decision.winner,
+              reason=decision.summary, statistics=decision.statistics)
+        enqueue(session, experiment, "experiment.promotion_ready",
+                {"experiment": experiment.key, "winner": decision.winner, "reason": decision.summary})
+        session.commit()
+    return outcome
 
 
 def _notified(session: Session, experiment: Experiment, winner: str) -> bool:

@@ -174,7 +174,10 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
             r, c = custom.get(arm.key, {}).get(event_type, (0, 0))
             reached[event_type], counts[event_type] = r, c
         if is_bandit:
-            expected = float(d.mean_propensity) if d and d.mean_propensity is not None else 0.0
+            # A bandit's expected share is its mean propensity; before any decision (or once they are all
+            # erased) every arm is equally likely, rather than all shares 0, which no split test can use.
+            expected = float(d.mean_propensity) if d and d.mean_propensity is not None else \
+                0.0 if denominators else 1.0 / len(spec.arms)
         else:
             expected = weights.get(arm.key, 0.0)
         arms.append(ArmSummary(
@@ -194,8 +197,8 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
     if ltv_stats:
         from reports.ltv import compare_ltv
 
-        ltv = compare_ltv(ltv_stats, spec.control_arm, spec.promotion.confidence if spec.promotion else 0.95
-                          ).to_dict()
+        ltv = compare_ltv(_with_control(ltv_stats, spec.control_arm), spec.control_arm,
+                          spec.promotion.confidence if spec.promotion else 0.95).to_dict()
     return ReportInput(
         ltv=ltv,
         experiment=experiment.key,
@@ -286,6 +289,16 @@ def ltv_arm_stats(session: Session, experiment: Experiment, spec: ExperimentSpec
             unsubscribe_loss=ValueSums(float(row.l), float(row.l2), float(row.ld)),
         )
     return out
+
+
+def _with_control(stats: dict[str, Any], control: str) -> dict[str, Any]:
+    """The arms' LTV statistics with the control present: a control without decisions (early on, or in a
+    segment) is an empty arm, which the comparison reports as "no decisions yet" on each row."""
+    if control in stats:
+        return stats
+    from reports.ltv import LtvArmStats, ValueSums
+
+    return {control: LtvArmStats(0, 0, 0.0, ValueSums(0.0, 0.0, 0.0)), **stats}
 
 
 def _ltv_fields(stats: Any) -> dict[str, Any]:

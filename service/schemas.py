@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from experiments.spec import (
     SLUG,
@@ -348,7 +348,7 @@ class SubjectIn(_In):
     lifetime_value: float | None = Field(default=None, ge=0, description="supplied value; beats the model's")
     loyalty_tier: str | None = Field(default=None, max_length=64)
     loyalty_points: float | None = None
-    consent: dict[str, bool] | None = Field(default=None, description="channel -> consented")
+    consent: dict[str, StrictBool] | None = Field(default=None, description="channel -> consented (true or false)")
     attributes: dict[str, Any] | None = None
 
 

@@ -57,7 +57,7 @@ def import_transactions(session: Session, data: bytes, fmt: str) -> dict[str, An
     for line, record in records:
         try:
             if not isinstance(record, dict):
-                raise ValueError("not an object")
+                raise ValueError(record if isinstance(record, str) else "not an object")
             subject = required_subject_id(record)
             raw_time = record.get("occurred_at") or record.get("date")
             if isinstance(raw_time, str) and len(raw_time.strip()) == 10:

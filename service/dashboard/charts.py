@@ -150,7 +150,7 @@ def cumulative_chart(report: dict[str, Any], labels: dict[str, str], colors: dic
             high = [v["ci_high"] if v["ci_high"] is not None else v["value"] for _, v in series]
             if len(days) == 1:
                 # One day of data: a point with its interval per arm (there is no "over time" yet).
-                ax.errorbar([position], y, yerr=[[y[0] - low[0]], [high[0] - y[0]]], fmt="o", color=color,
+                ax.errorbar([position], y, yerr=_error_bar(y[0], low[0], high[0]), fmt="o", color=color,
                             capsize=4, label=labels.get(arm, arm))
             else:
                 ax.fill_between(x, low, high, color=color, alpha=0.15, linewidth=0)
@@ -194,7 +194,7 @@ def lift_chart(report: dict[str, Any], labels: dict[str, str], colors: dict[str,
             low = row["lift_ci_low"] if row["lift_ci_low"] is not None else lift
             high = row["lift_ci_high"] if row["lift_ci_high"] is not None else lift
             color = colors[row["arm"]]
-            ax.errorbar([lift], [y], xerr=[[lift - low], [high - lift]], fmt="o", color=color, capsize=4,
+            ax.errorbar([lift], [y], xerr=_error_bar(lift, low, high), fmt="o", color=color, capsize=4,
                         markersize=6, linewidth=2)
             ax.annotate(f"{100 * lift:+.1f}%", (lift, y), xytext=(0, 7), textcoords="offset points",
                         ha="center", fontsize=8, color="#1d2330")
@@ -298,6 +298,12 @@ def daily_decisions(daily: Sequence[dict[str, Any]]) -> dict[datetime.date, dict
 
 # ---------------------------------------------------------------------------------------------
 # Figure plumbing
+
+
+def _error_bar(value: float, low: float, high: float) -> list[list[float]]:
+    """matplotlib's [[below], [above]] lengths, never negative: at a rate of 0 or 1 the interval's bound
+    can lie a rounding error (5.6e-17) on the wrong side of the value, and a negative length is refused."""
+    return [[max(0.0, value - low)], [max(0.0, high - value)]]
 
 
 @contextmanager

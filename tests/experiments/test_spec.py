@@ -178,7 +178,8 @@ def test_weights_naming_an_unknown_arm_are_refused_naming_it() -> None:
     assert_refused(spec, ("allocation",), "weights must name every arm", "missing []", "unknown ['kids']")
 
 
-@pytest.mark.parametrize("weight, shown", [(0, "0"), (-1, "-1"), (float("nan"), "nan"), (float("inf"), "inf")])
+@pytest.mark.parametrize("weight, shown", [(0, "0"), (-1, "-1"), (float("nan"), "nan"), (float("inf"), "inf"),
+                                           (1e308, "1e+308"), (1e6 + 1, "1000001.0")])
 def test_non_positive_or_non_finite_weight_is_refused_naming_the_arm(weight: float, shown: str) -> None:
     spec = spring_email(allocation={"type": "fixed", "weights": {"control": 1, "mens": weight, "womens": 1}})
     assert_refused(spec, ("allocation", "fixed", "weights"),
