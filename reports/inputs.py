@@ -10,7 +10,7 @@ from typing import Any, Literal
 from experiments.spec import METRICS, VALUE_METRICS
 from reports.bandit import IpwArmStats, PeriodArmStats
 from reports.cuped import CovariateStats
-from reports.stats import MeanStats
+from reports.stats import MeanStats, SubjectSums
 
 MetricKind = Literal["rate", "mean"]
 
@@ -36,6 +36,8 @@ class ArmSummary:
     ltv_value: MeanStats | None = None  # LTV-adjusted value per decision, when computed
     ltv_components: Mapping[str, float] | None = None  # per-decision means, e.g. {"unsubscribe_loss": ...}
     covariate: CovariateStats | None = None  # CUPED inputs for the decision metric
+    # metric -> per-subject sums, so every interval and test of that metric is clustered on subjects
+    clusters: Mapping[str, SubjectSums] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +124,17 @@ def rate_stats(metric: str, decisions: int, reached: Mapping[str, int]) -> MeanS
 
 
 def arm_metric_stats(arm: ArmSummary, metric: str) -> MeanStats | None:
-    """Return the sufficient statistics of one metric for one arm (None when not computed)."""
+    """Return the sufficient statistics of one metric for one arm (None when not computed), clustered on subjects."""
+    stats: MeanStats | None
     if metric_kind(metric) == "rate":
-        return rate_stats(metric, arm.decisions, arm.reached)
-    if metric == "revenue_per_decision":
-        return arm.revenue
-    if metric == "revenue_per_converter":
-        return arm.converter_revenue
-    return arm.ltv_value
+        stats = rate_stats(metric, arm.decisions, arm.reached)
+    elif metric == "revenue_per_decision":
+        stats = arm.revenue
+    elif metric == "revenue_per_converter":
+        stats = arm.converter_revenue
+    else:
+        stats = arm.ltv_value
+    clusters = arm.clusters.get(metric) if arm.clusters is not None else None
+    if stats is not None and clusters is not None and stats.clusters is None:
+        stats = stats.with_clusters(clusters)
+    return stats

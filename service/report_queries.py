@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from experiments.spec import BanditAllocation, ExperimentSpec
 from reports.inputs import ArmSummary, BanditInput, DailyArmSummary, ReportInput
-from reports.stats import MeanStats
+from reports.stats import MeanStats, SubjectSums
 
 from .models import (
     Assignment,
@@ -92,6 +92,94 @@ def segment_report_input(session: Session, experiment: Experiment, spec: Experim
         _segment.reset(token)
 
 
+def _indicator(column: Any) -> Any:
+    return case((column > 0, 1), else_=0)
+
+
+def subject_sums(session: Session, eid: int, spec: ExperimentSpec) -> dict[str, dict[str, SubjectSums]]:
+    """Per arm and metric, the per-subject sums that cluster every interval and test on subjects.
+
+    One GROUP BY subject subquery per arm (GrowthBook's ratio-metric inputs): for each metric
+    with per-subject denominator n_i and numerator y_i, the subjects K, sum n_i^2, sum y_i^2 and
+    sum n_i y_i (``reports.stats.SubjectSums``). Decisions without outcomes count as zeros.
+    """
+    per_decision = (
+        select(
+            A.arm_key.label("arm"), A.subject_id.label("subject"),
+            _indicator(O.opens).label("o"), _indicator(O.clicks).label("k"),
+            _indicator(O.conversions).label("c"), _indicator(O.unsubscribes).label("u"),
+            func.coalesce(O.revenue, 0.0).label("rev"),
+            case((O.conversions > 0, func.coalesce(O.revenue, 0.0)), else_=0.0).label("crev"),
+            case((and_(O.opens > 0, O.clicks > 0), 1), else_=0).label("ko"),
+        )
+        .select_from(A).outerjoin(O, O.assignment_id == A.id).where(_a_scope(eid)).subquery()
+    )
+    q = per_decision.c
+    per_subject = (
+        select(q.arm, func.count().label("d"), func.sum(q.o).label("o"), func.sum(q.k).label("k"),
+               func.sum(q.c).label("c"), func.sum(q.u).label("u"), func.sum(q.rev).label("rev"),
+               func.sum(q.crev).label("crev"), func.sum(q.ko).label("ko"))
+        .group_by(q.arm, q.subject).subquery()
+    )
+    p = per_subject.c
+    columns: list[Any] = [p.arm, func.count().label("k_all"), func.sum(p.d * p.d).label("d2")]
+    for name in ("o", "k", "c", "u", "rev"):
+        col = getattr(p, name)
+        columns += [func.sum(col * col).label(f"{name}_y2"), func.sum(p.d * col).label(f"{name}_ny")]
+    columns += [
+        func.sum(case((p.c > 0, 1), else_=0)).label("k_conv"), func.sum(p.c * p.c).label("conv_n2"),
+        func.sum(p.crev * p.crev).label("crev_y2"), func.sum(p.c * p.crev).label("crev_ny"),
+        func.sum(case((p.o > 0, 1), else_=0)).label("k_open"), func.sum(p.o * p.o).label("open_n2"),
+        func.sum(p.ko * p.ko).label("ko_y2"), func.sum(p.o * p.ko).label("ko_ny"),
+    ]
+    out: dict[str, dict[str, SubjectSums]] = {}
+    for row in session.execute(select(*columns).group_by(p.arm)):
+        k, d2 = int(row.k_all), float(row.d2 or 0)
+        sums = {
+            f"{event}_rate": SubjectSums(k, d2, float(getattr(row, f"{name}_y2") or 0),
+                                         float(getattr(row, f"{name}_ny") or 0))
+            for name, event in (("o", "open"), ("k", "click"), ("c", "conversion"), ("u", "unsubscribe"))
+        }
+        sums["revenue_per_decision"] = SubjectSums(k, d2, float(row.rev_y2 or 0), float(row.rev_ny or 0))
+        sums["revenue_per_converter"] = SubjectSums(int(row.k_conv or 0), float(row.conv_n2 or 0),
+                                                    float(row.crev_y2 or 0), float(row.crev_ny or 0))
+        sums["click_to_open_rate"] = SubjectSums(int(row.k_open or 0), float(row.open_n2 or 0),
+                                                 float(row.ko_y2 or 0), float(row.ko_ny or 0))
+        out[row.arm] = sums
+    if spec.custom_events:
+        _custom_subject_sums(session, eid, out)
+    return out
+
+
+def _custom_subject_sums(session: Session, eid: int, out: dict[str, dict[str, SubjectSums]]) -> None:
+    """Add ``<event>_rate`` sums for the experiment's custom event types to ``out``."""
+    C = DecisionCustomOutcome
+    decided = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), func.count().label("d"))
+        .where(_a_scope(eid)).group_by(A.arm_key, A.subject_id).subquery()
+    )
+    reached = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), C.event_type.label("event"),
+               func.count().label("y"))
+        .select_from(A).join(C, C.assignment_id == A.id)
+        .where(_a_scope(eid), C.experiment_id == eid)
+        .group_by(A.arm_key, A.subject_id, C.event_type).subquery()
+    )
+    rows = session.execute(
+        select(reached.c.arm, reached.c.event, func.sum(reached.c.y * reached.c.y).label("y2"),
+               func.sum(decided.c.d * reached.c.y).label("ny"))
+        .select_from(reached)
+        .join(decided, and_(decided.c.arm == reached.c.arm, decided.c.subject == reached.c.subject))
+        .group_by(reached.c.arm, reached.c.event)
+    )
+    found = {(row.arm, row.event): row for row in rows}
+    for arm, sums in out.items():
+        base = sums["conversion_rate"]
+        for (a, event), row in found.items():
+            if a == arm:
+                sums[f"{event}_rate"] = SubjectSums(base.subjects, base.sum_n2, float(row.y2 or 0), float(row.ny or 0))
+
+
 def _reached(column: Any) -> ColumnElement[int]:
     return func.sum(case((column > 0, 1), else_=0))
 
@@ -155,6 +243,7 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
     is_bandit = isinstance(spec.allocation, BanditAllocation)
     weights = spec.fixed_weights()
     covariates = _covariate_stats(session, eid, spec) if spec.covariate else {}
+    clusters = subject_sums(session, eid, spec)
     ltv_stats = ltv_arm_stats(session, experiment, spec) if wants_ltv(session, spec) else {}
     arms = []
     for arm in spec.arms:
@@ -184,6 +273,7 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
             converter_revenue=MeanStats(reached["conversion"], float(o.conv_revenue or 0.0) if o else 0.0,
                                         float(o.conv_revenue2 or 0.0) if o else 0.0),
             covariate=covariates.get(arm.key),
+            clusters=clusters.get(arm.key),
             **_ltv_fields(ltv_stats.get(arm.key)),
         ))
     metrics = list(spec.metrics) + [f"{t}_rate" for t in spec.custom_events]
@@ -298,33 +388,39 @@ def _ltv_fields(stats: Any) -> dict[str, Any]:
 
 
 def _covariate_stats(session: Session, eid: int, spec: ExperimentSpec) -> dict[str, Any]:
+    """CUPED inputs per arm: per-decision sums of x, y and per-subject totals (to cluster on subjects)."""
     from reports.cuped import CovariateStats
 
     metric = spec.promotion.metric if spec.promotion else "conversion_rate"
-    y = decision_value(spec, metric)
-    xs = {
-        row.arm_key: row
-        for row in session.execute(
-            select(A.arm_key, func.count().label("n"), func.sum(A.covariate).label("sx"),
-                   func.sum(A.covariate * A.covariate).label("sx2"))
-            .where(_a_scope(eid), A.covariate.is_not(None)).group_by(A.arm_key)
-        )
-    }
-    ys = {
-        row.arm_key: row
-        for row in session.execute(
-            select(O.arm_key, func.sum(y).label("sy"), func.sum(y * y).label("sy2"),
-                   func.sum(O.covariate * y).label("sxy"))
-            .where(_o_scope(eid), O.covariate.is_not(None)).group_by(O.arm_key)
-        )
-    }
+    y = func.coalesce(decision_value(spec, metric), 0.0)
+    x = A.covariate
+    per_decision = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), x.label("x"), y.label("y"),
+               (x * x).label("x2"), (y * y).label("y2"), (x * y).label("xy"))
+        .select_from(A).outerjoin(O, O.assignment_id == A.id)
+        .where(_a_scope(eid), A.covariate.is_not(None)).subquery()
+    )
+    q = per_decision.c
+    per_subject = (
+        select(q.arm, func.count().label("d"), func.sum(q.x).label("x"), func.sum(q.y).label("y"),
+               func.sum(q.x2).label("x2"), func.sum(q.y2).label("y2"), func.sum(q.xy).label("xy"))
+        .group_by(q.arm, q.subject).subquery()
+    )
+    p = per_subject.c
     out = {}
-    for arm, x in xs.items():
-        yrow = ys.get(arm)
-        out[arm] = CovariateStats(
-            n=int(x.n), sum_x=float(x.sx or 0), sum_x2=float(x.sx2 or 0),
-            sum_y=float(yrow.sy or 0) if yrow else 0.0, sum_y2=float(yrow.sy2 or 0) if yrow else 0.0,
-            sum_xy=float(yrow.sxy or 0) if yrow else 0.0,
+    for row in session.execute(
+        select(p.arm, func.count().label("k"), func.sum(p.d).label("n"), func.sum(p.x).label("sx"),
+               func.sum(p.x2).label("sx2"), func.sum(p.y).label("sy"), func.sum(p.y2).label("sy2"),
+               func.sum(p.xy).label("sxy"), func.sum(p.d * p.d).label("n2"), func.sum(p.y * p.y).label("yy"),
+               func.sum(p.x * p.x).label("xx"), func.sum(p.x * p.y).label("xy_s"),
+               func.sum(p.d * p.y).label("ny"), func.sum(p.d * p.x).label("nx"))
+        .group_by(p.arm)
+    ):
+        out[row.arm] = CovariateStats(
+            n=int(row.n), sum_x=float(row.sx or 0), sum_x2=float(row.sx2 or 0), sum_y=float(row.sy or 0),
+            sum_y2=float(row.sy2 or 0), sum_xy=float(row.sxy or 0), subjects=int(row.k),
+            subject_n2=float(row.n2 or 0), subject_y2=float(row.yy or 0), subject_x2=float(row.xx or 0),
+            subject_xy=float(row.xy_s or 0), subject_ny=float(row.ny or 0), subject_nx=float(row.nx or 0),
         )
     return out
 
