@@ -60,6 +60,7 @@ class BanditInput:
     n_total: int
     holdout: MeanStats | None  # reward of holdout (uniform random) decisions
     policy: MeanStats | None  # reward of decisions the bandit allocated
+    metric: str | None = None  # what the rewards measure (a decision metric), or None: the bandit's own reward
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,6 +193,16 @@ def decision_value(spec: ExperimentSpec, metric: str) -> ColumnElement[float]:
     return cast(case((column > 0, 1.0), else_=0.0), Float)
 
 
+_PER_DECISION_METRICS = frozenset(
+    {"revenue_per_decision", "conversion_rate", "click_rate", "open_rate", "unsubscribe_rate"})
+
+
+def bandit_metric(spec: ExperimentSpec) -> str | None:
+    """The metric the bandit section and promotion's IPS sums measure: the decision metric where SQL has it."""
+    metric = spec.promotion.metric if spec.promotion else None
+    return metric if metric in _PER_DECISION_METRICS else None
+
+
 def reward_value(spec: ExperimentSpec) -> ColumnElement[float]:
     """Per-decision bandit reward as a SQL expression (event reached, or its revenue)."""
     reward = spec.reward
@@ -277,9 +287,9 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
             **_ltv_fields(ltv_stats.get(arm.key)),
         ))
     metrics = list(spec.metrics) + [f"{t}_rate" for t in spec.custom_events]
+    # LTV as the promotion metric stays LTV everywhere (sequential section included); without any known
+    # subject value it is not computed, and promotion says so instead of quietly using revenue.
     decision_metric = spec.promotion.metric if spec.promotion else "conversion_rate"
-    if decision_metric == "ltv_adjusted_value":
-        decision_metric = "revenue_per_decision"
     ltv = None
     if ltv_stats:
         from reports.ltv import compare_ltv
@@ -316,7 +326,8 @@ def _counts_before(session: Session, eid: int, moment: Any) -> dict[str, int]:
 
 def wants_ltv(session: Session, spec: ExperimentSpec) -> bool:
     """LTV-adjusted value is computed when the experiment asks for it and some subject value is known."""
-    if "ltv_adjusted_value" not in spec.metrics and spec.reward.type != "ltv_adjusted":
+    promoted_on_ltv = spec.promotion is not None and spec.promotion.metric == "ltv_adjusted_value"
+    if "ltv_adjusted_value" not in spec.metrics and spec.reward.type != "ltv_adjusted" and not promoted_on_ltv:
         return False
     if spec.default_subject_value > 0 or spec.subject_value_field:
         return True
@@ -463,7 +474,8 @@ def _daily(session: Session, eid: int, spec: ExperimentSpec) -> list[DailyArmSum
 def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInput:
     from reports.bandit import IpwArmStats, PeriodArmStats
 
-    r = reward_value(spec)
+    metric = bandit_metric(spec)
+    r = decision_value(spec, metric) if metric is not None else reward_value(spec)
     w = 1.0 / O.propensity
     day = _day(A.created_at).label("day")
     counts = {
@@ -520,7 +532,8 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
             .where(_o_scope(eid), O.holdout.is_(holdout))
         ).one()
         groups[holdout] = MeanStats(int(n), float(sums.s or 0), float(sums.s2 or 0)) if n else None
-    return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False])
+    return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False],
+                       metric=metric)
 
 
 def suppressed_counts(session: Session, eid: int) -> dict[str, int]:
