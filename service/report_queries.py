@@ -38,18 +38,41 @@ A = Assignment
 _segment: ContextVar[Any] = ContextVar("report_segment", default=None)
 
 
+# The decision times a report is restricted to, [since, until), or None for all (e.g. matured decisions after
+# a promotion).
+_window: ContextVar[tuple[Any, Any] | None] = ContextVar("report_window", default=None)
+
+
 def _a_scope(eid: int) -> ColumnElement[bool]:
-    """Decisions of the experiment, within the current segment."""
+    """Decisions of the experiment, within the current segment and time window."""
     subjects = _segment.get()
     clause = A.experiment_id == eid
-    return and_(clause, A.subject_id.in_(subjects)) if subjects is not None else clause
+    if subjects is not None:
+        clause = and_(clause, A.subject_id.in_(subjects))
+    window = _window.get()
+    if window is not None:
+        since, until = window
+        if since is not None:
+            clause = and_(clause, A.created_at >= since)
+        if until is not None:
+            clause = and_(clause, A.created_at < until)
+    return clause
 
 
 def _segment_of(assignment_id: Any, eid: int) -> ColumnElement[bool]:
-    subjects = _segment.get()
-    if subjects is None:
+    if _segment.get() is None and _window.get() is None:
         return true()
-    return assignment_id.in_(select(A.id).where(A.experiment_id == eid, A.subject_id.in_(subjects)))
+    return assignment_id.in_(select(A.id).where(_a_scope(eid)))
+
+
+def window_report_input(session: Session, experiment: Experiment, spec: ExperimentSpec, since: Any,
+                        until: Any) -> ReportInput:
+    """The report input restricted to decisions made in [since, until) (None: open-ended)."""
+    token = _window.set((since, until))
+    try:
+        return report_input(session, experiment, spec)
+    finally:
+        _window.reset(token)
 
 
 def _o_scope(eid: int) -> ColumnElement[bool]:
@@ -308,8 +331,8 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
         bandit=_bandit_input(session, eid, spec) if is_bandit else None,
         unattributed_events=unattributed_counts(session, eid),
         suppressed=suppressed_counts(session, eid),
-        srm_counts=_counts_before(session, eid, experiment.promoted_at) if experiment.promoted_at and not is_bandit
-        else None,
+        srm_counts={arm.key: 0 for arm in spec.arms} | _counts_before(session, eid, experiment.promoted_at)
+        if experiment.promoted_at and not is_bandit else None,
     )
 
 

@@ -260,12 +260,16 @@ class ConditionOut(BaseModel):
 
 class PromotionDecisionOut(BaseModel):
     experiment: str
-    action: Literal["promote", "notify", "wait", "none"]
+    action: Literal["promote", "notify", "wait", "stop", "none"]
     winner: str | None
     promoted_winner: str | None
     conditions: list[ConditionOut]
     summary: str
     statistics: dict[str, Any]
+    reason: str | None = Field(default=None, description="with action stop: the harm found")
+    stop_reason: str | None = None
+    post_promotion: dict[str, Any] | None = Field(
+        default=None, description="after promotion: the winner against its holdback on matured decisions")
 
 
 class PromoteBody(_In):
