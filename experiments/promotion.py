@@ -733,7 +733,7 @@ def _lead(ctx: _Context, arm: str, reference: str, reference_label: str) -> str:
     mine, ref = ctx.values.get(arm), ctx.values.get(reference)
     if mine is None or ref is None:
         return "no value yet"
-    return f"{_value(ctx.kind, mine)} vs {reference_label} {_value(ctx.kind, ref)}{_by(ctx)}"
+    return f"{_value(ctx.kind, mine)} vs {reference_label} {_value(ctx.kind, ref)}"
 
 
 def _by(ctx: _Context) -> str:
