@@ -209,6 +209,8 @@ class PowerRequest(_In):
     daily_traffic: float | None = Field(default=None, gt=0, description="decisions per day over all arms")
     alternative: Literal["two-sided", "larger", "smaller"] = "two-sided"
     correction: Literal["none", "bonferroni"] = "none"
+    sequential_tuning_n: float = Field(
+        default=10_000, gt=0, le=1e12, description="the always-valid interval's tuning, as the promotion job uses it")
 
 
 class ImportQuery(BaseModel):

@@ -166,3 +166,12 @@ def test_guardrail_mode_is_validated(api: Any) -> None:
     spec["guardrails"][0]["mode"] = "lenient"
     response = api.call("POST", "/v1/experiments", json=spec)
     assert response.status_code == 422 and "mode" in str(response.get_json())
+
+
+def test_power_endpoint_gives_both_plans(api: Any) -> None:
+    body = {"metric_type": "rate", "baseline": 0.05, "mde_relative": 0.1, "daily_traffic": 10_000}
+    result = api.call("POST", "/v1/power", json=body).get_json()
+    assert result["sample_size_per_arm"] == 31_218 and result["sequential_sample_size_per_arm"] > 60_000
+    assert result["sequential_power_at_sample_size"] == pytest.approx(0.35, abs=0.01)
+    bad = api.call("POST", "/v1/power", json=body | {"sequential_tuning_n": 0})
+    assert bad.status_code == 422
