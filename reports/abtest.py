@@ -47,8 +47,9 @@ class ArmOverview:
     observed_share: float | None  # share of all decisions; None when there are none
     expected_share: float
     reached: dict[str, int]
-    event_counts: dict[str, int]
+    event_counts: dict[str, int]  # totals per event type over the arm (all events, not decisions reached)
     ltv_components: dict[str, float] | None
+    revenue_total: float = 0.0  # revenue summed over the arm's decisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,9 @@ class ArmMetricResult:
     lift_ci_high: float | None
     p_value: float | None
     p_value_holm: float | None  # adjusted across the non-control arms of this metric
-    significant: bool | None  # p_value_holm below 1 - confidence
+    # p_value_holm below 1 - confidence AND every interval shown (difference, lift) excludes 0, so the badge
+    # never sits next to an interval that contains no change
+    significant: bool | None
     chance_to_beat_control: float | None
     chance_to_be_best: float | None
     expected_loss: float | None
@@ -247,6 +250,7 @@ def build_report(report_input: ReportInput) -> Report:
             reached=dict(a.reached),
             event_counts=dict(a.event_counts),
             ltv_components=dict(a.ltv_components) if a.ltv_components is not None else None,
+            revenue_total=a.revenue.sum,
         )
         for a in inp.arms
     ]
@@ -313,6 +317,17 @@ def _significant(p_value: float | None, alpha: float) -> bool | None:
     return None if p_value is None else p_value < alpha
 
 
+def _excludes_zero(low: float | None, high: float | None) -> bool:
+    return bool(low is None or high is None or low > 0.0 or high < 0.0)
+
+
+def _agrees(significant: bool | None, cmp: Comparison | None) -> bool | None:
+    """Keep a significant badge only where the difference and lift intervals shown also exclude 0."""
+    if not significant or cmp is None:
+        return significant
+    return _excludes_zero(cmp.diff_ci_low, cmp.diff_ci_high) and _excludes_zero(cmp.lift_ci_low, cmp.lift_ci_high)
+
+
 def _estimate(kind: MetricKind, stats: MeanStats, confidence: float) -> Estimate:
     return rate_interval(stats, confidence) if kind == "rate" else mean_interval(stats, confidence)
 
@@ -359,7 +374,7 @@ def _metric_result(metric: str, arms: Sequence[ArmSummary], control: ArmSummary,
                 lift_ci_high=cmp.lift_ci_high if cmp else None,
                 p_value=cmp.p_value if cmp else None,
                 p_value_holm=adjusted.get(a.arm),
-                significant=_significant(adjusted.get(a.arm), _alpha(confidence)),
+                significant=_agrees(_significant(adjusted.get(a.arm), _alpha(confidence)), cmp),
                 chance_to_beat_control=b.chance_to_beat_control if b else None,
                 chance_to_be_best=b.chance_to_be_best if b else None,
                 expected_loss=b.expected_loss if b else None,
@@ -441,7 +456,8 @@ def _cuped(inp: ReportInput, control: ArmSummary, fixed: list[ArmMetricResult]) 
                 diff_ci_high=c.ci_high,
                 p_value=c.p_value,
                 p_value_holm=holm_p[r.arm],
-                significant=_significant(holm_p[r.arm], alpha),
+                significant=bool(_significant(holm_p[r.arm], alpha)) and _excludes_zero(c.ci_low, c.ci_high)
+                if holm_p[r.arm] is not None else None,
                 variance_reduction=c.variance_reduction,
                 raw_diff=r.diff,
                 raw_diff_ci_low=r.diff_ci_low,
