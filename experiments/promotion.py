@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from experiments.spec import Guardrail, PromotionRule
-from reports.bandit import IpwArmStats, propensity_balance
+from reports.bandit import ips_difference, propensity_balance
 from reports.inputs import (
     LOWER_IS_BETTER,
     ArmSummary,
@@ -71,7 +71,7 @@ from reports.inputs import (
     metric_kind,
 )
 from reports.intervals import NO_DATA, NOT_ENOUGH_DATA, ZERO_VARIANCE, check_confidence
-from reports.sequential import SequentialResult, always_valid_difference, from_estimate
+from reports.sequential import SequentialResult, always_valid_difference
 from reports.srm import SrmResult, srm_check, srm_from_balance
 from reports.stats import MeanStats
 
@@ -119,27 +119,6 @@ class PromotionDecision:
     summary: str  # one paragraph in plain words
     statistics: dict[str, Any]  # JSON-serialisable numbers for the audit log (no NaN or infinities)
     stop_reason: str | None = None  # why stopping is recommended (the harm found), whatever the action
-
-
-def ips_difference(
-    ipw: Mapping[str, IpwArmStats], n_total: int, reference: str, arm: str, alpha: float, tuning_n: float
-) -> SequentialResult:
-    """Always-valid interval of arm minus reference by IPS over all logged decisions (martingale differences).
-
-    z_i = 1[A_i = arm] w_i r_i - 1[A_i = reference] w_i r_i; a decision picks one arm, so
-    sum z_i^2 = sum_w2r2[arm] + sum_w2r2[reference].
-    """
-    a, b = ipw.get(arm), ipw.get(reference)
-    if a is None or b is None or n_total < 1:
-        return SequentialResult(None, None, None, None, alpha, tuning_n, error="NO_PROPENSITIES", n_total=n_total)
-    if a.sum_w <= 0.0 or b.sum_w <= 0.0:
-        return SequentialResult(None, None, None, None, alpha, tuning_n, error=NO_DATA, n_total=n_total)
-    if n_total < 2:
-        return SequentialResult(None, None, None, None, alpha, tuning_n, error=NOT_ENOUGH_DATA, n_total=n_total)
-    estimate = (a.sum_wr - b.sum_wr) / n_total
-    variance = max(a.sum_w2r2 + b.sum_w2r2 - n_total * estimate * estimate, 0.0) / (n_total - 1)
-    std_error = math.sqrt(variance / n_total)
-    return from_estimate(estimate, std_error, n_total, alpha, tuning_n)
 
 
 def evaluate_promotion(

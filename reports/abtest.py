@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reports.bandit import ipw_estimates, period_weighted_means, propensity_balance
+from reports.bandit import ips_difference, ipw_estimates, period_weighted_means, propensity_balance
 from reports.bayes import BayesResult, bayes_compare
 from reports.comparison import Comparison, compare, difference, holm
 from reports.cuped import cuped_comparison, pooled_theta
@@ -178,6 +178,12 @@ class BanditArm:
     effective_sample_size: float | None
     weighted_error: str | None
     ipw_error: str | None
+    # IPS difference against control with its always-valid interval: what promotion of a bandit arm uses
+    ips_diff: float | None = None
+    ips_diff_ci_low: float | None = None
+    ips_diff_ci_high: float | None = None
+    ips_diff_p_value: float | None = None
+    ips_diff_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +243,7 @@ def build_report(report_input: ReportInput) -> Report:
     cuped = _cuped(inp, control, fixed)
     bandit = None
     if inp.allocation_type == "bandit" and inp.bandit is not None:
-        bandit = _bandit(inp.bandit, inp.decision_metric, inp.confidence)
+        bandit = _bandit(inp.bandit, inp.decision_metric, inp.confidence, control.arm, inp.sequential_tuning_n)
     total = sum(a.decisions for a in inp.arms)
     arms = [
         ArmOverview(
@@ -528,10 +534,14 @@ BANDIT_NOTES = (
     "has lower variance; a small effective sample size means few decisions carry the estimate.",
     "The bandit's own value is compared with its uniform-random holdout: that difference is what "
     "the bandit earned over not optimising at all.",
+    "Promotion compares a bandit's arms by the IPS difference against control (ips_diff) with an always-valid "
+    "interval over all logged decisions, never by the pooled per-arm numbers: valid under any allocation when "
+    "the logged propensities are right, and however often it is looked at.",
 )
 
 
-def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSection:
+def _bandit(bandit: BanditInput, metric: str, confidence: float, control: str = "",
+            tuning_n: float = 10_000) -> BanditSection:
     """Period-weighted means, IPW/SNIPS per arm, and the policy against its holdout."""
     alpha = _alpha(confidence)
     naive: dict[str, MeanStats] = {}
@@ -540,9 +550,15 @@ def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSectio
     weighted = period_weighted_means(list(bandit.periods), alpha=alpha)
     ipw = ipw_estimates(list(bandit.ipw), bandit.n_total, alpha=alpha)
     arms = list(dict.fromkeys([*naive, *weighted, *ipw]))
+    by_arm = {s.arm: s for s in bandit.ipw}
     rows = []
     for arm in arms:
         n, w, e = naive.get(arm), weighted.get(arm), ipw.get(arm)
+        versus_control = (
+            ips_difference(by_arm, bandit.n_total, control, arm, alpha, tuning_n)
+            if arm != control and control in by_arm
+            else None
+        )
         rows.append(
             BanditArm(
                 arm=arm,
@@ -561,6 +577,11 @@ def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSectio
                 effective_sample_size=e.effective_sample_size if e else None,
                 weighted_error=w.error if w else NOT_COMPUTED,
                 ipw_error=e.error if e else NOT_COMPUTED,
+                ips_diff=versus_control.estimate if versus_control else None,
+                ips_diff_ci_low=versus_control.ci_low if versus_control else None,
+                ips_diff_ci_high=versus_control.ci_high if versus_control else None,
+                ips_diff_p_value=versus_control.p_value if versus_control else None,
+                ips_diff_error=versus_control.error if versus_control else None,
             )
         )
     versus = None

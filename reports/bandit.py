@@ -15,11 +15,12 @@ paradox. Two remedies, both from sufficient statistics the database aggregates:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scipy import stats as sps
 
+from reports.sequential import SequentialResult, from_estimate
 from reports.stats import MeanStats
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "BalanceCheck",
     "propensity_balance",
     "BALANCE_WARNING_P",
+    "ips_difference",
 ]
 
 BALANCE_WARNING_P = 0.001
@@ -198,6 +200,32 @@ def ipw_estimates(stats: Sequence[IpwArmStats], n_total: int, alpha: float = 0.0
             snips_std_error=snips_se,
         )
     return result
+
+
+# --- always-valid IPS differences (what promotion of a bandit arm uses) -----------
+
+NO_PROPENSITIES = "NO_PROPENSITIES"  # an arm has no logged-propensity sums
+
+
+def ips_difference(
+    ipw: Mapping[str, IpwArmStats], n_total: int, reference: str, arm: str, alpha: float, tuning_n: float
+) -> SequentialResult:
+    """Always-valid interval of arm minus reference by IPS over all logged decisions (martingale differences).
+
+    z_i = 1[A_i = arm] w_i r_i - 1[A_i = reference] w_i r_i; a decision picks one arm, so
+    sum z_i^2 = sum_w2r2[arm] + sum_w2r2[reference].
+    """
+    a, b = ipw.get(arm), ipw.get(reference)
+    if a is None or b is None or n_total < 1:
+        return SequentialResult(None, None, None, None, alpha, tuning_n, error=NO_PROPENSITIES, n_total=n_total)
+    if a.sum_w <= 0.0 or b.sum_w <= 0.0:
+        return SequentialResult(None, None, None, None, alpha, tuning_n, error="NO_DATA", n_total=n_total)
+    if n_total < 2:
+        return SequentialResult(None, None, None, None, alpha, tuning_n, error="NOT_ENOUGH_DATA", n_total=n_total)
+    estimate = (a.sum_wr - b.sum_wr) / n_total
+    variance = max(a.sum_w2r2 + b.sum_w2r2 - n_total * estimate * estimate, 0.0) / (n_total - 1)
+    std_error = math.sqrt(variance / n_total)
+    return from_estimate(estimate, std_error, n_total, alpha, tuning_n)
 
 
 # --- propensity balance (sample ratio mismatch for logged propensities) -------------

@@ -84,6 +84,12 @@ def test_drifting_bandit_does_not_promote_the_arm_that_got_the_good_days() -> No
     seq = ips_difference({s.arm: s for s in inp.bandit.ipw}, inp.bandit.n_total, "a", "c", 0.05, 10_000)
     assert seq.estimate < 0 and seq.ci_low < 0
     assert decision.statistics["estimator"] == "ips"
+    # The report's bandit section shows the same always-valid IPS comparison promotion used.
+    from reports.abtest import build_report
+
+    row = next(r for r in build_report(inp).bandit.arms if r.arm == "c")
+    beats = next(c for c in decision.conditions if c.name == "beats_control")
+    assert (row.ips_diff_ci_low, row.ips_diff_ci_high) == (beats.values["ci_low"], beats.values["ci_high"])
 
 
 def _thompson(rng: np.random.Generator, clicks: list[int], n: list[int], floor: float = 0.01) -> list[float]:
