@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from experiments.spec import Guardrail, PromotionRule
-from reports.bandit import ips_difference, propensity_balance
+from reports.bandit import IpwArmStats, ips_difference, propensity_balance
 from reports.inputs import (
     LOWER_IS_BETTER,
     ArmSummary,
@@ -172,7 +172,7 @@ def evaluate_promotion(
     conditions.append(_no_srm(srm))
     conditions.append(_beats_control(ctx))
     conditions.append(_beats_every_arm(ctx))
-    checks = {g: _guardrail_checks(ctx, g, report_input.arms) for g in guardrails}
+    checks = {g: _guardrail_checks(ctx, g, report_input) for g in guardrails}
     conditions.extend(_guardrail(ctx, g, checks[g]) for g in guardrails)
     stop_reason = _stop_reason(ctx, report_input.arms, rule, checks)
 
@@ -475,37 +475,54 @@ class _GuardrailCheck:
     why: str | None  # why the change cannot be measured, when it cannot
 
 
-def _guardrail_checks(ctx: _Context, guardrail: Guardrail, arms: Sequence[ArmSummary]) -> dict[str, _GuardrailCheck]:
-    """Check every treatment arm against control on one guardrail."""
-    by_arm = {a.arm: a for a in arms}
-    control_stats = arm_metric_stats(by_arm[ctx.control], guardrail.metric)
+def _guardrail_checks(ctx: _Context, guardrail: Guardrail, inp: ReportInput) -> dict[str, _GuardrailCheck]:
+    """Check every treatment arm against control on one guardrail (a bandit's by IPS where its sums are logged)."""
+    by_arm = {a.arm: a for a in inp.arms}
+    ipw = _guardrail_ipw(ctx, guardrail.metric, inp)
     out = {}
     for arm in by_arm:
-        if arm != ctx.control:
-            out[arm] = _guardrail_check(ctx, guardrail, arm, control_stats, arm_metric_stats(by_arm[arm],
-                                                                                              guardrail.metric))
+        if arm == ctx.control:
+            continue
+        if ipw is not None:
+            sums, n_total = ipw
+            seq = ips_difference(sums, n_total, ctx.control, arm, ctx.alpha, ctx.tuning_n)
+            c, a = sums.get(ctx.control), sums.get(arm)
+            c_value = c.sum_wr / n_total if c is not None and c.sum_w > 0 else None
+            a_value = a.sum_wr / n_total if a is not None and a.sum_w > 0 else None
+        else:
+            control = arm_metric_stats(by_arm[ctx.control], guardrail.metric)
+            mine = arm_metric_stats(by_arm[arm], guardrail.metric)
+            if control is None or mine is None:
+                out[arm] = _GuardrailCheck(arm, None, None, None, None, None, False, False, False, "it is not computed")
+                continue
+            seq = always_valid_difference(control, mine, ctx.alpha, ctx.tuning_n)
+            c_value = control.mean if control.n else None
+            a_value = mine.mean if mine.n else None
+        out[arm] = _guardrail_check(guardrail, arm, c_value, a_value, seq)
     return out
 
 
+def _guardrail_ipw(ctx: _Context, metric: str, inp: ReportInput) -> tuple[dict[str, IpwArmStats], int] | None:
+    """A bandit's logged-propensity sums of a guardrail metric, when the SQL produced them."""
+    if ctx.estimator != "ips" or inp.bandit is None or metric not in inp.bandit.guardrail_ipw:
+        return None
+    return {s.arm: s for s in inp.bandit.guardrail_ipw[metric]}, inp.bandit.n_total
+
+
 def _guardrail_check(
-    ctx: _Context, guardrail: Guardrail, arm: str, control: MeanStats | None, mine: MeanStats | None
+    guardrail: Guardrail, arm: str, c_value: float | None, a_value: float | None, seq: SequentialResult
 ) -> _GuardrailCheck:
-    if control is None or mine is None:
-        return _GuardrailCheck(arm, None, None, None, None, None, False, False, False, "it is not computed")
-    seq = always_valid_difference(control, mine, ctx.alpha, ctx.tuning_n)
-    c_value = control.mean if control.n else None
-    a_value = mine.mean if mine.n else None
     interval = _usable(seq)
-    if control.n == 0 or mine.n == 0:
+    if c_value is None or a_value is None:
         return _GuardrailCheck(arm, c_value, a_value, None, interval, seq, False, False, False, "an arm has no data yet")
     bounds = [(1.0, guardrail.max_relative_increase), (-1.0, guardrail.max_relative_decrease)]
-    if control.mean == 0.0:
+    if c_value == 0.0:
         # No relative change from 0: a rise from nothing is beyond any bound; nothing can fall.
-        beyond = mine.mean > 0.0 and guardrail.max_relative_increase is not None
+        beyond = a_value > 0.0 and guardrail.max_relative_increase is not None
         harm = interval is not None and interval.low > 0.0 and guardrail.max_relative_increase is not None
         return _GuardrailCheck(arm, c_value, a_value, None, interval, seq, beyond, harm, False,
-                               "control's value is 0" if mine.mean > 0.0 else None)  # fmt: skip
-    relative = mine.mean / control.mean - 1.0
+                               "control's value is 0" if a_value > 0.0 else None)  # fmt: skip
+    relative = a_value / c_value - 1.0
     beyond = harm = False
     ruled_out = interval is not None
     for sign, bound in bounds:
@@ -516,7 +533,7 @@ def _guardrail_check(
             worse_edge = interval.low if sign > 0 else interval.high  # the edge nearest "no change" on the bad side
             far_edge = interval.high if sign > 0 else interval.low
             harm = harm or sign * worse_edge > 0.0
-            ruled_out = ruled_out and sign * far_edge <= bound * control.mean
+            ruled_out = ruled_out and sign * far_edge <= bound * c_value
     why = None if interval is not None else _WHY_NOT_COMPARABLE.get(seq.error or "", seq.error)
     return _GuardrailCheck(arm, c_value, a_value, relative, interval, seq, beyond, harm, ruled_out, why)
 

@@ -61,6 +61,8 @@ class BanditInput:
     holdout: MeanStats | None  # reward of holdout (uniform random) decisions
     policy: MeanStats | None  # reward of decisions the bandit allocated
     metric: str | None = None  # what the rewards measure (a decision metric), or None: the bandit's own reward
+    # guardrail metric -> logged-propensity sums of that metric, so guardrails of a bandit use IPS too
+    guardrail_ipw: Mapping[str, Sequence[IpwArmStats]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -529,22 +529,28 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
             .where(_a_scope(eid)).group_by(A.arm_key)
         )
     }
-    weighted = {
-        row.arm_key: row
-        for row in session.execute(
-            select(O.arm_key, func.sum(w * r).label("swr"), func.sum(w * w * r).label("sw2r"),
-                   func.sum(w * w * r * r).label("sw2r2"))
-            .where(_o_scope(eid)).group_by(O.arm_key)
-        )
-    }
-    ipw = []
-    for arm, row in weights.items():
-        extra = weighted.get(arm)
-        ipw.append(IpwArmStats(
-            arm=arm, sum_w=float(row.sw or 0), sum_wr=float(extra.swr or 0) if extra else 0.0,
-            sum_w2=float(row.sw2 or 0), sum_w2r=float(extra.sw2r or 0) if extra else 0.0,
-            sum_w2r2=float(extra.sw2r2 or 0) if extra else 0.0,
-        ))
+    def ipw_sums(value: Any) -> list[IpwArmStats]:
+        weighted = {
+            row.arm_key: row
+            for row in session.execute(
+                select(O.arm_key, func.sum(w * value).label("swr"), func.sum(w * w * value).label("sw2r"),
+                       func.sum(w * w * value * value).label("sw2r2"))
+                .where(_o_scope(eid)).group_by(O.arm_key)
+            )
+        }
+        out = []
+        for arm, row in weights.items():
+            extra = weighted.get(arm)
+            out.append(IpwArmStats(
+                arm=arm, sum_w=float(row.sw or 0), sum_wr=float(extra.swr or 0) if extra else 0.0,
+                sum_w2=float(row.sw2 or 0), sum_w2r=float(extra.sw2r or 0) if extra else 0.0,
+                sum_w2r2=float(extra.sw2r2 or 0) if extra else 0.0,
+            ))
+        return out
+
+    ipw = ipw_sums(r)
+    guardrail_ipw = {g.metric: ipw_sums(decision_value(spec, g.metric)) for g in spec.guardrails
+                     if g.metric in _PER_DECISION_METRICS}
     n_total = session.scalar(select(func.count()).select_from(A).where(_a_scope(eid))) or 0
     groups = {}
     for holdout in (True, False):
@@ -556,7 +562,7 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         ).one()
         groups[holdout] = MeanStats(int(n), float(sums.s or 0), float(sums.s2 or 0)) if n else None
     return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False],
-                       metric=metric)
+                       metric=metric, guardrail_ipw=guardrail_ipw)
 
 
 def suppressed_counts(session: Session, eid: int) -> dict[str, int]:

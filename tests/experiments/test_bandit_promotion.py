@@ -115,3 +115,37 @@ def test_aa_bandit_with_daily_looks_promotes_at_most_alpha_of_the_time() -> None
                 promoted += 1
                 break
     assert promoted / experiments <= 0.05, promoted
+
+
+def test_bandit_guardrail_is_read_by_ips_not_pooled_totals() -> None:
+    """Unsubscribes drift from 0.5% to 3% in both arms alike while traffic moves to c: pooled totals show c
+    doubling unsubscribes (a clear breach, stop); IPS sees no harm."""
+    from experiments.spec import Guardrail
+
+    rng = np.random.default_rng(3)
+    clicks, unsubs = _Log(["a", "c"]), _Log(["a", "c"])
+    for day in range(20):
+        share_c = 0.05 + 0.90 * day / 19
+        p = {"a": 1 - share_c, "c": share_c}
+        decisions = dict(zip(p, rng.multinomial(5_000, list(p.values())).tolist()))
+        unsub_rate = 0.005 + 0.025 * day / 19
+        clicks.add_day(p, decisions, {a: int(rng.binomial(decisions[a], 0.10)) for a in p})
+        unsubs.add_day(p, decisions, {a: int(rng.binomial(decisions[a], unsub_rate)) for a in p})
+    inp = clicks.report_input()
+    arms = [
+        ArmSummary(**{**{f: getattr(a, f) for f in a.__slots__}, "reached": {"click": a.reached["click"],
+                                                                            "unsubscribe": unsubs.clicks[a.arm]}})
+        for a in inp.arms
+    ]  # fmt: skip
+    bandit = BanditInput(periods=(), ipw=inp.bandit.ipw, n_total=inp.bandit.n_total, holdout=None, policy=None,
+                         metric="click_rate",
+                         guardrail_ipw={"unsubscribe_rate": [IpwArmStats(a, **unsubs.sums[a]) for a in unsubs.arms]})
+    guard = Guardrail(metric="unsubscribe_rate", max_relative_increase=0.10)
+    pooled = evaluate_promotion(ReportInput("g", "bandit", arms, bandit=BanditInput(
+        periods=(), ipw=inp.bandit.ipw, n_total=inp.bandit.n_total, holdout=None, policy=None, metric="click_rate"),
+        decision_metric="click_rate"), RULE, [guard], 20 * DAY, "running")  # fmt: skip
+    assert pooled.action == "stop" and "unsubscribe rate guardrail" in pooled.stop_reason
+    ips = evaluate_promotion(ReportInput("g", "bandit", arms, bandit=bandit, decision_metric="click_rate"),
+                             RULE, [guard], 20 * DAY, "running")  # fmt: skip
+    check = next(c for c in ips.conditions if c.name == "guardrail:unsubscribe_rate")
+    assert check.values["harm"] is False and ips.stop_reason is None
