@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from service import clock
 from service import db as db_module
-from service.models import AuditEntry, WebhookDelivery
+from service.models import WebhookDelivery
 from service.promotion import evaluate_all
 
 DAY = 86400
