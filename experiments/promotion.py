@@ -292,8 +292,10 @@ def _estimator(
         for arm in stats
     }
 
+    clusters = inp.bandit.ips_clusters if inp.bandit is not None else None
+
     def ips(reference: str, arm: str) -> SequentialResult:
-        return ips_difference(ipw, n_total, reference, arm, alpha, tuning_n)
+        return ips_difference(ipw, n_total, reference, arm, alpha, tuning_n, clusters)
 
     return values, ips
 

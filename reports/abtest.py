@@ -555,7 +555,7 @@ def _bandit(bandit: BanditInput, metric: str, confidence: float, control: str = 
     for arm in arms:
         n, w, e = naive.get(arm), weighted.get(arm), ipw.get(arm)
         versus_control = (
-            ips_difference(by_arm, bandit.n_total, control, arm, alpha, tuning_n)
+            ips_difference(by_arm, bandit.n_total, control, arm, alpha, tuning_n, bandit.ips_clusters)
             if arm != control and control in by_arm
             else None
         )

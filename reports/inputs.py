@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from experiments.spec import METRICS, VALUE_METRICS
-from reports.bandit import IpwArmStats, PeriodArmStats
+from reports.bandit import IpsSubjectSums, IpwArmStats, PeriodArmStats
 from reports.cuped import CovariateStats
 from reports.stats import MeanStats, SubjectSums
 
@@ -63,6 +63,7 @@ class BanditInput:
     metric: str | None = None  # what the rewards measure (a decision metric), or None: the bandit's own reward
     # guardrail metric -> logged-propensity sums of that metric, so guardrails of a bandit use IPS too
     guardrail_ipw: Mapping[str, Sequence[IpwArmStats]] = field(default_factory=dict)
+    ips_clusters: IpsSubjectSums | None = None  # per-subject sums of the decision metric's IPS terms
 
 
 @dataclass(frozen=True, slots=True)

@@ -562,7 +562,46 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         ).one()
         groups[holdout] = MeanStats(int(n), float(sums.s or 0), float(sums.s2 or 0)) if n else None
     return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False],
-                       metric=metric, guardrail_ipw=guardrail_ipw)
+                       metric=metric, guardrail_ipw=guardrail_ipw, ips_clusters=_ips_subject_sums(session, eid, spec, r))
+
+
+MAX_CLUSTERED_BANDIT_ARMS = 10  # per-subject cross sums grow with the square of the arms
+
+
+def _ips_subject_sums(session: Session, eid: int, spec: ExperimentSpec, r: Any) -> Any:
+    """Per-subject sums of the IPS terms of each arm (and their cross products), to cluster on subjects."""
+    from reports.bandit import IpsSubjectSums
+
+    keys = [arm.key for arm in spec.arms]
+    if len(keys) > MAX_CLUSTERED_BANDIT_ARMS:
+        return None
+    wr = func.coalesce(r, 0.0) / A.propensity
+    per_decision = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), wr.label("wr"))
+        .select_from(A).outerjoin(O, O.assignment_id == A.id).where(_a_scope(eid)).subquery()
+    )
+    q = per_decision.c
+    per_subject = (
+        select(func.count().label("n"),
+               *[func.sum(case((q.arm == key, q.wr), else_=0.0)).label(f"z{i}") for i, key in enumerate(keys)])
+        .group_by(q.subject).subquery()
+    )
+    p = per_subject.c
+    z = [getattr(p, f"z{i}") for i in range(len(keys))]
+    columns: list[Any] = [func.count().label("k"), func.sum(p.n * p.n).label("n2")]
+    columns += [func.sum(zi * zi).label(f"zz{i}") for i, zi in enumerate(z)]
+    columns += [func.sum(p.n * zi).label(f"nz{i}") for i, zi in enumerate(z)]
+    pairs = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys))]
+    columns += [func.sum(z[i] * z[j]).label(f"x{i}_{j}") for i, j in pairs]
+    row = session.execute(select(*columns)).one()
+    if not row.k:
+        return None
+    return IpsSubjectSums(
+        subjects=int(row.k), sum_n2=float(row.n2 or 0),
+        sum_z2={key: float(getattr(row, f"zz{i}") or 0) for i, key in enumerate(keys)},
+        sum_nz={key: float(getattr(row, f"nz{i}") or 0) for i, key in enumerate(keys)},
+        cross={"|".join(sorted((keys[i], keys[j]))): float(getattr(row, f"x{i}_{j}") or 0) for i, j in pairs},
+    )
 
 
 def suppressed_counts(session: Session, eid: int) -> dict[str, int]:

@@ -120,3 +120,42 @@ def test_one_decision_per_subject_gives_exactly_todays_numbers() -> None:
     plain_rates = [MeanStats.proportion(500, k) for k in (40, 61)]
     assert compare("rate", *rates) == compare("rate", *plain_rates)
     assert rate_interval(rates[0]) == rate_interval(plain_rates[0])
+
+
+def test_bandit_ips_difference_matches_cluster_robust_ols() -> None:
+    """A bandit log where each of 800 subjects is decided five times (a subject may get either arm): the IPS
+    difference's standard error is statsmodels' cluster-robust SE of the mean per-decision IPS term."""
+    from reports.bandit import IpsSubjectSums, IpwArmStats, ips_difference
+
+    rng = np.random.default_rng(9)
+    subjects, per_subject = 800, 5
+    subject = np.repeat(np.arange(subjects), per_subject)
+    taste = np.repeat(rng.normal(0.0, 1.0, subjects), per_subject)
+    p_b = rng.uniform(0.2, 0.8, subject.size)  # logged propensity of b, varying decision to decision
+    chose_b = rng.random(subject.size) < p_b
+    propensity = np.where(chose_b, p_b, 1.0 - p_b)
+    reward = (rng.random(subject.size) < 1.0 / (1.0 + np.exp(-(-1.0 + 1.5 * taste + 0.2 * chose_b)))).astype(float)
+    wr = reward / propensity
+    z = np.where(chose_b, wr, -wr)  # b minus a
+    n = subject.size
+
+    def arm_sums(mask: np.ndarray, name: str) -> IpwArmStats:
+        w = 1.0 / propensity[mask]
+        r = reward[mask]
+        return IpwArmStats(name, w.sum(), (w * r).sum(), (w * w).sum(), (w * w * r).sum(), (w * w * r * r).sum())
+
+    ipw = {"a": arm_sums(~chose_b, "a"), "b": arm_sums(chose_b, "b")}
+    za = np.bincount(subject, weights=np.where(chose_b, 0.0, wr))
+    zb = np.bincount(subject, weights=np.where(chose_b, wr, 0.0))
+    n_s = np.bincount(subject).astype(float)
+    clusters = IpsSubjectSums(subjects, float(n_s @ n_s), {"a": float(za @ za), "b": float(zb @ zb)},
+                              {"a": float(n_s @ za), "b": float(n_s @ zb)}, {"a|b": float(za @ zb)})  # fmt: skip
+    seq = ips_difference(ipw, n, "a", "b", 0.05, 10_000, clusters)
+    fit = sm.OLS(z, np.ones(n)).fit(cov_type="cluster", cov_kwds={"groups": subject})
+    assert seq.estimate == pytest.approx(float(fit.params[0]), rel=1e-12)
+    assert seq.std_error == pytest.approx(float(fit.bse[0]), rel=0.05)
+    assert seq.n_total == subjects
+    # Here the arm of each decision is random, so a subject's terms of either sign cancel and the standard
+    # error barely moves; the sequence counts 800 subjects, not 4,000 decisions, so the interval is wider.
+    plain = ips_difference(ipw, n, "a", "b", 0.05, 10_000)
+    assert seq.ci_high - seq.ci_low > 1.2 * (plain.ci_high - plain.ci_low)

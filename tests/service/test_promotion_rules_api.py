@@ -175,3 +175,28 @@ def test_power_endpoint_gives_both_plans(api: Any) -> None:
     assert result["sequential_power_at_sample_size"] == pytest.approx(0.35, abs=0.01)
     bad = api.call("POST", "/v1/power", json=body | {"sequential_tuning_n": 0})
     assert bad.status_code == 422
+
+
+def test_bandit_decision_uses_ips_clustered_on_subjects(app: Any, api: Any) -> None:
+    spec = _spec("ts")
+    spec["allocation"] = {"type": "bandit", "policy": {"name": "thompson_sampling"}}
+    spec["reward"] = {"event": "click"}
+    spec["promotion"]["metric"] = "click_rate"
+    spec["guardrails"] = []
+    api.create_experiment(spec, start=True)
+    events = []
+    for round_ in range(4):  # 40 subjects, four decisions each
+        for i in range(40):
+            answer = api.assign("ts", f"s-{i}")
+            if (i + round_) % 3 == 0:
+                events.append({"event_id": f"e-{round_}-{i}", "type": "click", "assignment_id": answer["assignment_id"],
+                               "occurred_at": clock.utcnow().isoformat()})  # fmt: skip
+    sent = api.send_events(events)
+    assert sent["accepted"] == len(events), sent["results"][:2]
+    decision = _decision(api, "ts")
+    assert decision["statistics"]["estimator"] == "ips"
+    beats = next(c for c in decision["conditions"] if c["name"] == "beats_control")
+    assert beats["values"]["n_total"] == 40 and beats["values"]["ci_low"] is not None, beats  # subjects, clustered
+    report = api.report("ts")
+    row = next(r for r in report["bandit"]["arms"] if r["arm"] == "b")
+    assert (row["ips_diff_ci_low"], row["ips_diff_ci_high"]) == (beats["values"]["ci_low"], beats["values"]["ci_high"])
