@@ -1,9 +1,11 @@
-"""Auto-promotion: decide from an experiment's per-arm totals whether it has a clear winner yet.
+"""Auto-promotion: decide from an experiment's per-arm statistics whether it has a clear winner yet.
 
 The periodic promotion job looks at every running experiment again and again, so every test
 here must stay valid however often it is checked: the decision metric and the guardrails use
 the always-valid confidence sequence of ``reports.sequential``, never a fixed-horizon p-value
 (peeked daily for a month, a 5% test "finds" a winner in an A/A test several times as often).
+Every comparison is clustered on subjects (``reports.stats``): a customer decided many times is
+one unit.
 
 An arm is promoted only when every condition holds, and each condition is reported whether it
 holds or not, with how far it is from holding, so the decision endpoint can explain itself:
@@ -13,44 +15,52 @@ holds or not, with how far it is from holding, so the decision endpoint can expl
 * ``min_runtime``: the experiment has run ``min_runtime_seconds``, so weekday and novelty
   effects have had time to show.
 * ``no_srm``: the split matches the configured shares (or the bandit's logged propensities),
-  checked as the report does; a mismatch means assignment or logging is broken and no
-  comparison can be trusted.
+  checked as the report does, on the decisions made under the configured split (before a
+  promotion changed it); a mismatch means assignment or logging is broken.
 * ``beats_control`` and ``beats_every_arm``: the candidate (the best non-control arm on the
   decision metric) beats the control and every other treatment arm: the always-valid interval
   of each difference lies entirely on the good side of 0 at the rule's confidence.
-* ``chance_to_be_best`` (bandits only): the candidate's Bayesian chance to be best, as the
-  report computes it, reaches the rule's confidence. For a bandit this is an alternative to the
-  two sequential conditions above: a bandit starves the arms it believes worse, so their
-  intervals narrow slowly even when the winner is plain. Unlike the sequential conditions, this
-  probability is not protected against repeated looks (in a two-arm A/A simulation looked at
-  daily for 30 days, "chance to be best >= 95%" picked a winner in about one experiment in
-  five), and the per-arm totals it is computed from pool periods the bandit allocated
-  differently (see ``reports.bandit``).
-* ``guardrail:<metric>``: the candidate does not move the guardrail metric beyond its bound
-  (see ``_guardrail``).
+* ``guardrail:<metric>``: the candidate passes each guardrail under the guardrail's mode.
 
-Guardrail rule (chosen to be conservative): a guardrail with ``max_relative_increase`` b
-fails when the candidate's relative change against control is above b, OR when the upper end
-of the always-valid interval of the absolute difference (candidate minus control) is above
-b * control mean, i.e. when a breach cannot yet be ruled out; ``max_relative_decrease`` is the
-mirror image with the lower end. The burden of proof is on the candidate: promotion moves all
-traffic to it, and a harm such as a rise in unsubscribes destroys customers' future value
-(DESIGN.md, "Lifetime value"), so "no significant harm" is not enough; the data must show that
-any harm is within the bound. Using the always-valid interval keeps this honest under the
-job's repeated looks. A guardrail that cannot be checked (no control events, metric not
-computed) fails for the same reason.
+Bandits. A bandit's pooled per-arm totals mix periods it allocated differently; when the
+reward drifts they can rank arms the wrong way round (Simpson's paradox), and the i.i.d.
+assumption of the confidence sequence does not hold for them. For a bandit every comparison of
+the decision metric (the candidate's choice too) uses the inverse-propensity (IPS,
+Horvitz-Thompson) estimate of "always play this arm" from the logged propensities: the
+difference of two arms is the mean over all N logged decisions of z_i = 1[A_i = a] r_i / p_i -
+1[A_i = b] r_i / p_i. Given the past, each z_i has mean mu_a(t_i) - mu_b(t_i) whatever the
+allocation, so the sum is a martingale and the asymptotic confidence sequence of Waudby-Smith
+et al. (2021), which covers martingale differences, applies with N decisions; the target is
+the arms' difference averaged over the traffic the experiment saw. Assumptions: the logged
+propensities are the true assignment probabilities (the SRM check tests that), and no arm's
+propensity is so small that a few weights dominate (the effective sample size in the report
+shows it). A Bayesian "chance to be best" is no longer a promotion path: it is not protected
+against repeated looks (22% of two-arm A/A runs looked at daily were promoted by it).
+
+Guardrails. ``mode="harm"`` (the default, as GrowthBook, Eppo and Statsig do it) fails on
+evidence of harm: the point estimate of the relative change is beyond the bound, or the
+always-valid interval shows the metric worse than control. ``mode="non_inferiority"`` passes
+only once the always-valid interval rules out a breach of the bound (with a 1% unsubscribe rate
+and a +10% bound that takes millions of decisions). A guardrail whose change cannot be measured
+fails under non-inferiority and passes under harm (no evidence of harm).
+
+Stop. ``action="stop"`` (with ``stop_reason``) when every treatment is clearly worse than control
+on the decision metric (its always-valid interval lies entirely on the bad side of 0), or when a
+treatment clearly breaches a guardrail (the always-valid interval shows harm and the point
+estimate is beyond the bound). Stop needs at least ``STOP_MIN_DECISIONS`` decisions in every
+arm compared (or the rule's minimum if lower), so an asymptotic interval on a handful of
+decisions cannot end an experiment. A promotable winner is promoted rather than stopped.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from experiments.spec import Guardrail, PromotionRule
-from reports.bandit import propensity_balance
-from reports.bayes import bayes_compare
+from reports.bandit import IpwArmStats, ips_difference, propensity_balance
 from reports.inputs import (
     LOWER_IS_BETTER,
     ArmSummary,
@@ -65,18 +75,27 @@ from reports.sequential import SequentialResult, always_valid_difference
 from reports.srm import SrmResult, srm_check, srm_from_balance
 from reports.stats import MeanStats
 
-__all__ = ["Condition", "PromotionAction", "PromotionDecision", "evaluate_promotion"]
+__all__ = ["Condition", "PromotionAction", "PromotionDecision", "STOP_MIN_DECISIONS", "evaluate_promotion",
+           "ips_difference"]
 
-PromotionAction = Literal["promote", "notify", "wait", "none"]
+PromotionAction = Literal["promote", "notify", "wait", "stop", "none"]
+Estimator = Literal["pooled", "ips"]
 Value = float | int | str | None
 
 DAY = 86_400.0
+STOP_MIN_DECISIONS = 100
 
 # Error codes of reports.sequential in words, for a condition's detail.
 _WHY_NOT_COMPARABLE = {
     NO_DATA: "an arm has no data yet",
     NOT_ENOUGH_DATA: "an arm has fewer than two observations",
     ZERO_VARIANCE: "every outcome is the same in both arms so far (e.g. no events yet)",
+    "NO_PROPENSITIES": "no logged propensities to weight the bandit's decisions with",
+}
+
+_MODE_WORDS = {
+    "harm": "rule: harm, fails on evidence of harm",
+    "non_inferiority": "rule: non-inferiority, passes once a breach is ruled out",
 }
 
 
@@ -94,11 +113,12 @@ class Condition:
 class PromotionDecision:
     """What the promotion job should do with one experiment now, and why."""
 
-    action: PromotionAction  # promote/notify: every condition holds; wait: some do not; none: no rule or not running
+    action: PromotionAction  # promote/notify: every condition holds; stop: clear harm; wait; none: no rule/not running
     winner: str | None  # the arm to promote (or to notify about); None unless action is promote or notify
     conditions: tuple[Condition, ...]
     summary: str  # one paragraph in plain words
     statistics: dict[str, Any]  # JSON-serialisable numbers for the audit log (no NaN or infinities)
+    stop_reason: str | None = None  # why stopping is recommended (the harm found), whatever the action
 
 
 def evaluate_promotion(
@@ -108,15 +128,15 @@ def evaluate_promotion(
     runtime_seconds: float,
     status: str,
     *,
-    is_bandit: bool = False,
+    is_bandit: bool | None = None,
 ) -> PromotionDecision:
     """Decide whether an experiment's leading arm is a clear, safe winner that may be promoted now.
 
-    ``report_input`` holds the cumulative per-arm totals (the same the report is built from);
-    ``runtime_seconds`` is how long the experiment has been running; ``status`` is its
-    lifecycle state. With ``is_bandit``, a Bayesian chance to be best at the rule's confidence
-    may stand in for the sequential comparisons. Conditions are evaluated (and explained) for a
-    paused or concluded experiment too, but only a running one is ever promoted.
+    ``report_input`` holds the per-arm statistics the report is built from (and, for a bandit,
+    the logged-propensity sums); ``runtime_seconds`` is how long the experiment has been running;
+    ``status`` is its lifecycle state. A bandit (``is_bandit``, by default the input's allocation
+    type) is compared by IPS, never by pooled totals. Conditions are evaluated (and explained) for
+    a paused or concluded experiment too, but only a running one is ever promoted or stopped.
     """
     if not (runtime_seconds >= 0.0 and math.isfinite(runtime_seconds)):
         raise ValueError(f"runtime_seconds must be a finite number >= 0, got {runtime_seconds}")
@@ -129,6 +149,8 @@ def evaluate_promotion(
             statistics={"status": status, "rule": None},
         )
     check_confidence(rule.confidence)
+    if is_bandit is None:
+        is_bandit = report_input.allocation_type == "bandit"
     control = control_arm(report_input.arms)
     metric = rule.metric
     kind = metric_kind(metric)
@@ -136,8 +158,11 @@ def evaluate_promotion(
     alpha = round(1.0 - rule.confidence, 12)  # 0.05, not 0.050000000000000044
     tuning_n = report_input.sequential_tuning_n
     stats = {a.arm: arm_metric_stats(a, metric) for a in report_input.arms}
-    candidate = _candidate(stats, control.arm, higher_is_better)
-    ctx = _Context(metric, kind, higher_is_better, rule.confidence, alpha, tuning_n, control.arm, candidate, stats)
+    estimator: Estimator = "ips" if is_bandit else "pooled"
+    values, compare_arms = _estimator(report_input, estimator, stats, alpha, tuning_n)
+    candidate = _candidate(values, control.arm, higher_is_better)
+    ctx = _Context(metric, kind, higher_is_better, rule.confidence, alpha, tuning_n, control.arm, candidate,
+                   stats, values, compare_arms, estimator)  # fmt: skip
 
     conditions: list[Condition] = [
         _min_decisions(report_input.arms, rule.min_decisions_per_arm),
@@ -145,38 +170,33 @@ def evaluate_promotion(
     ]
     srm = _srm(report_input)
     conditions.append(_no_srm(srm))
-    beats_control = _beats_control(ctx)
-    beats_every_arm = _beats_every_arm(ctx)
-    evidence = [beats_control, beats_every_arm]
-    chance = _chance_to_be_best(ctx) if is_bandit else None
-    if chance is not None:
-        evidence.append(chance)
-    conditions.extend(evidence)
-    conditions.extend(_guardrail(ctx, g, report_input.arms) for g in guardrails)
+    conditions.append(_beats_control(ctx))
+    conditions.append(_beats_every_arm(ctx))
+    checks = {g: _guardrail_checks(ctx, g, report_input) for g in guardrails}
+    conditions.extend(_guardrail(ctx, g, checks[g]) for g in guardrails)
+    stop_reason = _stop_reason(ctx, report_input.arms, rule, checks)
 
-    # A clear winner: both sequential comparisons, or (bandits) its chance to be best.
-    sequential_win = beats_control.passed and beats_every_arm.passed
-    clear_winner = sequential_win or (chance is not None and chance.passed)
-    optional = {id(c) for c in evidence} if clear_winner else set()
-    blocking = [c for c in conditions if not c.passed and id(c) not in optional]
+    blocking = [c for c in conditions if not c.passed]
     blocking_ids = {id(c) for c in blocking}
-
     running = status == "running"
     action: PromotionAction
     if not running:
         action = "none"
-    elif blocking:
-        action = "wait"
-    else:
+    elif not blocking:
         action = rule.action
+    elif stop_reason is not None:
+        action = "stop"
+    else:
+        action = "wait"
     winner = candidate if action in ("promote", "notify") else None
-    summary = _summary(ctx, rule, status, action, blocking, conditions, sequential_win)
+    summary = _summary(ctx, rule, status, action, blocking, conditions, stop_reason)
     statistics = _json_safe(
         {
             "experiment": report_input.experiment,
             "status": status,
             "allocation_type": report_input.allocation_type,
             "is_bandit": is_bandit,
+            "estimator": estimator,
             "rule": rule.model_dump(),
             "guardrails": [g.model_dump() for g in guardrails],
             "metric": metric,
@@ -189,13 +209,16 @@ def evaluate_promotion(
             "candidate": candidate,
             "action": action,
             "winner": winner,
+            "stop_reason": stop_reason,
             "arms": {
                 a.arm: {
                     "is_control": a.is_control,
                     "decisions": a.decisions,
+                    "subjects": a.subjects,
                     "expected_share": a.expected_share,
                     "n": s.n if (s := stats[a.arm]) is not None else None,
-                    "value": s.mean if s is not None and s.n > 0 else None,
+                    "value": values.get(a.arm),
+                    "pooled_value": s.mean if s is not None and s.n > 0 else None,
                 }
                 for a in report_input.arms
             },
@@ -206,6 +229,7 @@ def evaluate_promotion(
                 "threshold": srm.threshold,
                 "warning": srm.warning,
                 "error": srm.error,
+                "counts": {a.arm: a.observed for a in srm.arms},
             },
             "conditions": [
                 {
@@ -219,11 +243,13 @@ def evaluate_promotion(
             ],
         }
     )
-    return PromotionDecision(action, winner, tuple(conditions), summary, statistics)
+    return PromotionDecision(action, winner, tuple(conditions), summary, statistics, stop_reason)
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs.
+
+Compare = Callable[[str, str], SequentialResult]  # (reference, arm) -> arm minus reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,23 +264,56 @@ class _Context:
     tuning_n: float
     control: str
     candidate: str | None
-    stats: Mapping[str, MeanStats | None]
+    stats: Mapping[str, MeanStats | None]  # pooled per-arm statistics (subject-clustered)
+    values: Mapping[str, float | None]  # each arm's estimate on the decision metric, by the estimator
+    compare: Compare
+    estimator: Estimator
 
 
-def _candidate(stats: Mapping[str, MeanStats | None], control: str, higher_is_better: bool) -> str | None:
+def _estimator(
+    inp: ReportInput, estimator: Estimator, stats: Mapping[str, MeanStats | None], alpha: float, tuning_n: float
+) -> tuple[dict[str, float | None], Compare]:
+    """Each arm's value and the always-valid comparison of two arms, by pooled totals or (bandits) IPS."""
+    if estimator == "pooled":
+        values = {arm: (s.mean if s is not None and s.n > 0 else None) for arm, s in stats.items()}
+
+        def pooled(reference: str, arm: str) -> SequentialResult:
+            ref, mine = stats[reference], stats[arm]
+            if ref is None or mine is None:
+                return SequentialResult(None, None, None, None, alpha, tuning_n, error=NO_DATA)
+            return always_valid_difference(ref, mine, alpha, tuning_n)
+
+        return values, pooled
+    measures = inp.bandit is not None and inp.bandit.metric in (None, inp.decision_metric)
+    ipw = {s.arm: s for s in inp.bandit.ipw} if inp.bandit is not None and measures else {}
+    n_total = inp.bandit.n_total if inp.bandit is not None else 0
+    values = {
+        arm: (ipw[arm].sum_wr / n_total if arm in ipw and ipw[arm].sum_w > 0 and n_total > 0 else None)
+        for arm in stats
+    }
+
+    clusters = inp.bandit.ips_clusters if inp.bandit is not None else None
+
+    def ips(reference: str, arm: str) -> SequentialResult:
+        return ips_difference(ipw, n_total, reference, arm, alpha, tuning_n, clusters)
+
+    return values, ips
+
+
+def _candidate(values: Mapping[str, float | None], control: str, higher_is_better: bool) -> str | None:
     """Return the non-control arm with the best value on the decision metric (the first on ties)."""
     sign = 1.0 if higher_is_better else -1.0
     best: str | None = None
     best_value = -math.inf
-    for arm, s in stats.items():
-        if arm != control and s is not None and s.n > 0 and sign * s.mean > best_value:
-            best, best_value = arm, sign * s.mean
+    for arm, v in values.items():
+        if arm != control and v is not None and sign * v > best_value:
+            best, best_value = arm, sign * v
     return best
 
 
 def _srm(inp: ReportInput) -> SrmResult:
-    """Check the split as the report does: chi-square on shares, or the bandit's propensity balance."""
-    observed = {a.arm: a.decisions for a in inp.arms}
+    """Check the split as the report does: on decisions under the configured split, or the propensity balance."""
+    observed = dict(inp.srm_counts) if inp.srm_counts is not None else {a.arm: a.decisions for a in inp.arms}
     shares = {a.arm: a.expected_share for a in inp.arms}
     if inp.allocation_type == "bandit" and inp.bandit is not None and inp.bandit.ipw:
         return srm_from_balance(propensity_balance(list(inp.bandit.ipw), inp.bandit.n_total), observed, shares)
@@ -331,18 +390,17 @@ def _no_srm(srm: SrmResult) -> Condition:
 def _beats_control(ctx: _Context) -> Condition:
     """The candidate must beat control by the always-valid interval of the difference."""
     label = _label(ctx.metric)
-    control = ctx.stats[ctx.control]
-    cand = ctx.stats[ctx.candidate] if ctx.candidate is not None else None
     if ctx.candidate is None:
-        return Condition("beats_control", False, f"no treatment arm has data on {label} yet", {"candidate": None})
-    if control is None or cand is None:
-        detail = f"{label} is not computed for these arms"
-        return Condition("beats_control", False, detail, {"candidate": ctx.candidate})
-    seq = always_valid_difference(control, cand, ctx.alpha, ctx.tuning_n)
-    values: dict[str, Value] = {"candidate": ctx.candidate, "control": ctx.control, **_sequential_values(seq)}
-    values["control_value"] = control.mean if control.n else None
-    values["candidate_value"] = cand.mean
-    lead = _lead(ctx.kind, cand, control, "control")
+        detail = f"no treatment arm has data on {label} yet"
+        if ctx.estimator == "ips":
+            detail = f"no treatment arm has an IPS estimate on {label} yet (no logged propensities to weight by)"
+        return Condition("beats_control", False, detail, {"candidate": None})
+    seq = ctx.compare(ctx.control, ctx.candidate)
+    values: dict[str, Value] = {"candidate": ctx.candidate, "control": ctx.control, "estimator": ctx.estimator,
+                                **_sequential_values(seq)}  # fmt: skip
+    values["control_value"] = ctx.values.get(ctx.control)
+    values["candidate_value"] = ctx.values.get(ctx.candidate)
+    lead = _lead(ctx, ctx.candidate, ctx.control, "control")
     interval = _usable(seq)
     if interval is None:
         why = _WHY_NOT_COMPARABLE.get(seq.error or "", seq.error)
@@ -351,7 +409,7 @@ def _beats_control(ctx: _Context) -> Condition:
     values["leading"] = "candidate" if ahead else "control"
     passed, bound = _clears(ctx, interval)
     spread = (
-        f"always-valid {ctx.confidence:.0%} interval of {ctx.candidate} minus control "
+        f"always-valid {ctx.confidence:.0%} interval of {ctx.candidate} minus control{_by(ctx)} "
         f"{_signed(interval.low)} to {_signed(interval.high)}"
     )
     if not ahead:
@@ -367,23 +425,21 @@ def _beats_control(ctx: _Context) -> Condition:
 def _beats_every_arm(ctx: _Context) -> Condition:
     """The candidate must also beat every other treatment arm the same way: a clear winner, not one of several."""
     label = _label(ctx.metric)
-    cand = ctx.stats[ctx.candidate] if ctx.candidate is not None else None
-    if ctx.candidate is None or cand is None:
+    if ctx.candidate is None:
         return Condition("beats_every_arm", False, f"no treatment arm has data on {label} yet", {"candidate": None})
-    others = [arm for arm in ctx.stats if arm not in (ctx.control, ctx.candidate)]
-    values: dict[str, Value] = {"candidate": ctx.candidate, "other_arms": len(others)}
+    others = [arm for arm in ctx.values if arm not in (ctx.control, ctx.candidate)]
+    values: dict[str, Value] = {"candidate": ctx.candidate, "other_arms": len(others), "estimator": ctx.estimator}
     if not others:
         return Condition("beats_every_arm", True, "no other treatment arm to beat", values)
     shortfalls: list[str] = []
     beaten: list[str] = []
     for arm in others:
-        other = ctx.stats[arm]
-        if other is None or other.n == 0:
+        if ctx.values.get(arm) is None:
             # An arm without data cannot be shown worse (and min_decisions blocks promotion anyway).
             shortfalls.append(f"{arm} has no data on {label} to compare with")
             values[f"{arm}:error"] = NO_DATA
             continue
-        seq = always_valid_difference(other, cand, ctx.alpha, ctx.tuning_n)
+        seq = ctx.compare(arm, ctx.candidate)
         values.update({f"{arm}:{k}": v for k, v in _sequential_values(seq).items()})
         interval = _usable(seq)
         if interval is None:
@@ -394,112 +450,188 @@ def _beats_every_arm(ctx: _Context) -> Condition:
         if passed:
             beaten.append(f"{arm} (difference {_signed(interval.estimate)}, {_side(ctx)} bound {_signed(bound)})")
         else:
-            lead = _lead(ctx.kind, cand, other, arm)
+            lead = _lead(ctx, ctx.candidate, arm, arm)
             shortfalls.append(f"{ctx.candidate} does not yet clearly beat {arm} ({lead}): {_short_of(ctx, bound)}")
     values["arms_beaten"] = len(beaten)
     if not shortfalls:
-        detail = f"{ctx.candidate} beats every other arm on {label} at {ctx.confidence:.0%}: " + ", ".join(beaten)
+        detail = (
+            f"{ctx.candidate} beats every other arm on {label}{_by(ctx)} at {ctx.confidence:.0%}: " + ", ".join(beaten)
+        )
         return Condition("beats_every_arm", True, detail, values)
     return Condition("beats_every_arm", False, "; ".join(shortfalls), values)
 
 
-def _chance_to_be_best(ctx: _Context) -> Condition:
-    """For a bandit: the candidate's Bayesian chance to be best, as the report computes it."""
-    label = _label(ctx.metric)
-    with_stats = {arm: s for arm, s in ctx.stats.items() if s is not None}
-    values: dict[str, Value] = {"candidate": ctx.candidate, "required": ctx.confidence}
-    if ctx.candidate is None or ctx.control not in with_stats:
-        return Condition("chance_to_be_best", False, f"no treatment arm has data on {label} yet", values)
-    if ctx.kind == "rate" and not any(s.sum for s in with_stats.values()):
-        return Condition("chance_to_be_best", False, f"no arm has any {label} events yet", values)
-    results = bayes_compare(ctx.kind, with_stats, ctx.control, ctx.higher_is_better)
-    for arm, result in results.items():
-        values[f"{arm}:chance_to_be_best"] = result.chance_to_be_best
-    chance = results[ctx.candidate].chance_to_be_best
-    values["chance_to_be_best"] = chance
-    if chance is None:
-        error = results[ctx.candidate].error
-        return Condition("chance_to_be_best", False, f"chance to be best is undefined: {error}", values)
-    if chance >= ctx.confidence:
-        detail = f"{ctx.candidate} has a {chance:.1%} chance to be best on {label} (needs {ctx.confidence:.0%})"
-        return Condition("chance_to_be_best", True, detail, values)
-    detail = (
-        f"{ctx.candidate} has a {chance:.1%} chance to be best on {label}; needs {ctx.confidence:.0%} "
-        f"({(ctx.confidence - chance) * 100:.1f} points short)"
-    )
-    return Condition("chance_to_be_best", False, detail, values)
+@dataclass(frozen=True, slots=True)
+class _GuardrailCheck:
+    """One treatment arm against control on one guardrail metric."""
+
+    arm: str
+    control_value: float | None
+    arm_value: float | None
+    relative: float | None  # arm / control - 1
+    interval: _Interval | None  # always-valid interval of arm minus control
+    seq: SequentialResult | None
+    beyond: bool  # the point estimate is beyond a bound
+    harm: bool  # the always-valid interval shows the metric worse than control
+    ruled_out: bool  # the always-valid interval rules out every breach (non-inferiority holds)
+    why: str | None  # why the change cannot be measured, when it cannot
 
 
-def _guardrail(ctx: _Context, guardrail: Guardrail, arms: Sequence[ArmSummary]) -> Condition:
-    """The candidate must not move a guardrail metric beyond its bound, nor leave a breach plausible.
+def _guardrail_checks(ctx: _Context, guardrail: Guardrail, inp: ReportInput) -> dict[str, _GuardrailCheck]:
+    """Check every treatment arm against control on one guardrail (a bandit's by IPS where its sums are logged)."""
+    by_arm = {a.arm: a for a in inp.arms}
+    ipw = _guardrail_ipw(ctx, guardrail.metric, inp)
+    out = {}
+    for arm in by_arm:
+        if arm == ctx.control:
+            continue
+        if ipw is not None:
+            sums, n_total = ipw
+            seq = ips_difference(sums, n_total, ctx.control, arm, ctx.alpha, ctx.tuning_n)
+            c, a = sums.get(ctx.control), sums.get(arm)
+            c_value = c.sum_wr / n_total if c is not None and c.sum_w > 0 else None
+            a_value = a.sum_wr / n_total if a is not None and a.sum_w > 0 else None
+        else:
+            control = arm_metric_stats(by_arm[ctx.control], guardrail.metric)
+            mine = arm_metric_stats(by_arm[arm], guardrail.metric)
+            if control is None or mine is None:
+                out[arm] = _GuardrailCheck(arm, None, None, None, None, None, False, False, False, "it is not computed")
+                continue
+            seq = always_valid_difference(control, mine, ctx.alpha, ctx.tuning_n)
+            c_value = control.mean if control.n else None
+            a_value = mine.mean if mine.n else None
+        out[arm] = _guardrail_check(guardrail, arm, c_value, a_value, seq)
+    return out
 
-    Fails when the relative change (candidate / control - 1) is beyond the bound, or when the
-    always-valid interval of the absolute difference reaches beyond bound * control mean.
-    """
+
+def _guardrail_ipw(ctx: _Context, metric: str, inp: ReportInput) -> tuple[dict[str, IpwArmStats], int] | None:
+    """A bandit's logged-propensity sums of a guardrail metric, when the SQL produced them."""
+    if ctx.estimator != "ips" or inp.bandit is None or metric not in inp.bandit.guardrail_ipw:
+        return None
+    return {s.arm: s for s in inp.bandit.guardrail_ipw[metric]}, inp.bandit.n_total
+
+
+def _guardrail_check(
+    guardrail: Guardrail, arm: str, c_value: float | None, a_value: float | None, seq: SequentialResult
+) -> _GuardrailCheck:
+    interval = _usable(seq)
+    if c_value is None or a_value is None:
+        return _GuardrailCheck(arm, c_value, a_value, None, interval, seq, False, False, False, "an arm has no data yet")
+    bounds = [(1.0, guardrail.max_relative_increase), (-1.0, guardrail.max_relative_decrease)]
+    if c_value == 0.0:
+        # No relative change from 0: a rise from nothing is beyond any bound; nothing can fall.
+        beyond = a_value > 0.0 and guardrail.max_relative_increase is not None
+        harm = interval is not None and interval.low > 0.0 and guardrail.max_relative_increase is not None
+        return _GuardrailCheck(arm, c_value, a_value, None, interval, seq, beyond, harm, False,
+                               "control's value is 0" if a_value > 0.0 else None)  # fmt: skip
+    relative = a_value / c_value - 1.0
+    beyond = harm = False
+    ruled_out = interval is not None
+    for sign, bound in bounds:
+        if bound is None:
+            continue
+        beyond = beyond or sign * relative > bound
+        if interval is not None:
+            worse_edge = interval.low if sign > 0 else interval.high  # the edge nearest "no change" on the bad side
+            far_edge = interval.high if sign > 0 else interval.low
+            harm = harm or sign * worse_edge > 0.0
+            ruled_out = ruled_out and sign * far_edge <= bound * c_value
+    why = None if interval is not None else _WHY_NOT_COMPARABLE.get(seq.error or "", seq.error)
+    return _GuardrailCheck(arm, c_value, a_value, relative, interval, seq, beyond, harm, ruled_out, why)
+
+
+def _guardrail(ctx: _Context, guardrail: Guardrail, checks: Mapping[str, _GuardrailCheck]) -> Condition:
+    """The candidate must pass the guardrail under its mode: no evidence of harm, or a breach ruled out."""
     metric = guardrail.metric
     name = f"guardrail:{metric}"
     label = _label(metric)
+    rule_words = _MODE_WORDS[guardrail.mode]
     values: dict[str, Value] = {
         "metric": metric,
+        "mode": guardrail.mode,
         "candidate": ctx.candidate,
         "max_relative_increase": guardrail.max_relative_increase,
         "max_relative_decrease": guardrail.max_relative_decrease,
     }
     if ctx.candidate is None:
-        return Condition(name, False, f"{label}: no treatment arm to check", values)
-    by_arm = {a.arm: a for a in arms}
-    control_stats = arm_metric_stats(by_arm[ctx.control], metric)
-    cand_stats = arm_metric_stats(by_arm[ctx.candidate], metric)
-    if control_stats is None or cand_stats is None:
-        return Condition(name, False, f"{label} is not computed, so the guardrail cannot be checked", values)
+        return Condition(name, False, f"{label} ({rule_words}): no treatment arm to check", values)
+    check = checks[ctx.candidate]
+    if check.seq is not None:
+        values.update(_sequential_values(check.seq))
+    values.update({"control_value": check.control_value, "candidate_value": check.arm_value,
+                   "relative_change": check.relative, "harm": check.harm, "beyond_bound": check.beyond,
+                   "breach_ruled_out": check.ruled_out})  # fmt: skip
     kind = metric_kind(metric)
-    seq = always_valid_difference(control_stats, cand_stats, ctx.alpha, ctx.tuning_n)
-    control_mean, cand_mean = control_stats.mean, cand_stats.mean
-    values.update(_sequential_values(seq))
-    values.update({"control_value": control_mean if control_stats.n else None,
-                   "candidate_value": cand_mean if cand_stats.n else None})  # fmt: skip
-    if control_stats.n == 0 or cand_stats.n == 0 or control_mean == 0.0:
-        why = "an arm has no data yet" if control_stats.n == 0 or cand_stats.n == 0 else "control's value is 0"
-        detail = f"{label}: the relative change cannot be measured yet ({why}), so a breach cannot be ruled out"
-        return Condition(name, False, detail, values)
-    relative = cand_mean / control_mean - 1.0
-    values["relative_change"] = relative
-    change = f"{ctx.candidate} {_value(kind, cand_mean)} vs control {_value(kind, control_mean)} ({relative:+.1%})"
-    interval = _usable(seq)
-    if interval is None:
-        why = _WHY_NOT_COMPARABLE.get(seq.error or "", seq.error)
-        return Condition(name, False, f"{label}: {change}; a breach cannot be ruled out yet: {why}", values)
-    problems: list[str] = []
-    checks: list[str] = []
-    for direction, bound, edge in (
-        ("increase", guardrail.max_relative_increase, interval.high),
-        ("decrease", guardrail.max_relative_decrease, interval.low),
-    ):
-        if bound is None:
-            continue
-        sign = 1.0 if direction == "increase" else -1.0
-        allowed = sign * bound * control_mean  # the largest absolute difference the bound allows
-        values[f"allowed_{direction}"] = allowed
-        edge_relative = edge / control_mean
-        values[f"{direction}_bound_relative"] = edge_relative
-        if sign * relative > bound:
-            problems.append(f"a {relative:+.1%} change breaks the bound of {sign * bound:+.0%}")
-        elif sign * edge > sign * allowed:
-            article = "an" if direction == "increase" else "a"
-            problems.append(
-                f"{article} {direction} beyond {sign * bound:+.0%} cannot be ruled out yet: the always-valid "
-                f"{ctx.confidence:.0%} {'upper' if sign > 0 else 'lower'} bound of the difference "
-                f"{_signed(edge)} ({edge_relative:+.1%} of control) is beyond the allowed {_signed(allowed)}; "
-                "need more data"
+    if check.control_value is None or check.arm_value is None:
+        change = f"{check.why or 'not measurable yet'}"
+    else:
+        rel = f" ({check.relative:+.1%})" if check.relative is not None else ""
+        change = (
+            f"{ctx.candidate} {_value(kind, check.arm_value)} vs control {_value(kind, check.control_value)}{rel}"
+        )
+    head = f"{label} ({rule_words}): {change}"
+    interval = check.interval
+    spread = (
+        f"always-valid {ctx.confidence:.0%} interval of the difference {_signed(interval.low)} to "
+        f"{_signed(interval.high)}"
+        if interval is not None
+        else "no always-valid interval yet"
+    )
+    bounds = ", ".join(
+        f"{sign}{b:.0%}"
+        for sign, b in (("+", guardrail.max_relative_increase), ("-", guardrail.max_relative_decrease))
+        if b is not None
+    )
+    if check.beyond:
+        return Condition(name, False, f"{head}; the point estimate is beyond the bound ({bounds}); {spread}", values)
+    if check.harm:
+        return Condition(name, False, f"{head}; {spread}: the metric is worse than control", values)
+    if guardrail.mode == "harm":
+        return Condition(name, True, f"{head}; no evidence of harm (within {bounds}; {spread})", values)
+    if check.ruled_out:
+        return Condition(name, True, f"{head}; a breach of {bounds} is ruled out ({spread})", values)
+    detail = f"{head}; a breach of {bounds} cannot be ruled out yet ({spread}); need more data"
+    return Condition(name, False, detail, values)
+
+
+def _stop_reason(
+    ctx: _Context,
+    arms: Sequence[ArmSummary],
+    rule: PromotionRule,
+    checks: Mapping[Guardrail, Mapping[str, _GuardrailCheck]],
+) -> str | None:
+    """Why the experiment should stop: every treatment clearly worse, or a guardrail clearly breached."""
+    floor = min(STOP_MIN_DECISIONS, rule.min_decisions_per_arm)
+    decisions = {a.arm: a.decisions for a in arms}
+    if decisions[ctx.control] < floor:
+        return None
+    label = _label(ctx.metric)
+    reasons = []
+    treatments = [a.arm for a in arms if a.arm != ctx.control and decisions[a.arm] >= floor]
+    worse = []
+    for arm in treatments:
+        interval = _usable(ctx.compare(ctx.control, arm))
+        if interval is None:
+            break
+        clears, bound = _clears(ctx, _Interval(-interval.estimate, -interval.high, -interval.low))
+        if not clears:
+            break
+        worse.append(f"{arm} {_signed(interval.estimate)} (always-valid interval {_signed(interval.low)} to "
+                     f"{_signed(interval.high)})")  # fmt: skip
+    else:
+        if treatments and len(treatments) == len(decisions) - 1:
+            reasons.append(f"every treatment is clearly worse than control on {label}{_by(ctx)}: " + ", ".join(worse))
+    for guardrail, by_arm in checks.items():
+        for arm, check in by_arm.items():
+            if decisions[arm] < floor or not (check.harm and check.beyond) or check.interval is None:
+                continue
+            rel = f"{check.relative:+.1%}" if check.relative is not None else "from 0"
+            reasons.append(
+                f"{arm} clearly breaches the {_label(guardrail.metric)} guardrail: {rel} against control, and the "
+                f"always-valid {ctx.confidence:.0%} interval of the difference {_signed(check.interval.low)} to "
+                f"{_signed(check.interval.high)} shows it worse"
             )
-        else:
-            checks.append(
-                f"the always-valid {'upper' if sign > 0 else 'lower'} bound {_signed(edge)} "
-                f"({edge_relative:+.1%}) is {'below' if sign > 0 else 'above'} the allowed {sign * bound:+.0%}"
-            )
-    if problems:
-        return Condition(name, False, f"{label}: {change}; " + "; ".join(problems), values)
-    return Condition(name, True, f"{label}: {change}; " + "; ".join(checks), values)
+    return "; ".join(reasons) if reasons else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,19 +645,18 @@ def _summary(
     action: PromotionAction,
     blocking: list[Condition],
     conditions: list[Condition],
-    sequential_win: bool,
+    stop_reason: str | None,
 ) -> str:
     label = _label(ctx.metric)
     if action in ("promote", "notify"):
-        how = (
-            f"it beats control and every other arm on {label} by always-valid {ctx.confidence:.0%} intervals"
-            if sequential_win
-            else f"its chance to be best on {label} is at least {ctx.confidence:.0%}"
-        )
-        guards = sum(c.name.startswith("guardrail:") for c in conditions)
+        how = f"it beats control and every other arm on {label}{_by(ctx)} by always-valid {ctx.confidence:.0%} intervals"
+        guards = [c for c in conditions if c.name.startswith("guardrail:")]
+        modes = sorted({str(c.values.get("mode")) for c in guards})
+        guard_words = f"every guardrail holds ({', '.join(_MODE_WORDS[m] for m in modes)})" if guards else (
+            "no guardrail is set")
         rest = (
             f"every arm has enough decisions, the experiment has run long enough, the split matches "
-            f"and {'every guardrail holds' if guards else 'no guardrail is set'}"
+            f"and {guard_words}"
         )
         if action == "promote":
             share = f"all traffic less a {rule.holdback:.0%} holdback on control" if rule.holdback else "all traffic"
@@ -534,6 +665,13 @@ def _summary(
             f"{ctx.candidate} is a clear winner: {how}; {rest}. The rule says notify, so subscribers are "
             f"told and traffic stays as it is."
         )
+    if action == "stop":
+        then = (
+            "The rule says stop on harm, so the promotion job pauses the experiment."
+            if rule.on_harm == "stop"
+            else "Stopping is recommended; the rule leaves it to you (set \"on_harm\": \"stop\" to pause automatically)."
+        )
+        return f"Stop: {stop_reason}. {then}"
     if action == "none":
         head = f"The experiment is {status}; only a running experiment is promoted."
         if not blocking:
@@ -589,8 +727,16 @@ def _short_of(ctx: _Context, bound: float) -> str:
     return f"sequential {_side(ctx)} bound {_signed(bound)} {'<' if ctx.higher_is_better else '>'} 0; need more data"
 
 
-def _lead(kind: MetricKind, arm: MeanStats, reference: MeanStats, reference_label: str) -> str:
-    return f"{_value(kind, arm.mean)} vs {reference_label} {_value(kind, reference.mean)}"
+def _lead(ctx: _Context, arm: str, reference: str, reference_label: str) -> str:
+    mine, ref = ctx.values.get(arm), ctx.values.get(reference)
+    if mine is None or ref is None:
+        return "no value yet"
+    return f"{_value(ctx.kind, mine)} vs {reference_label} {_value(ctx.kind, ref)}"
+
+
+def _by(ctx: _Context) -> str:
+    """How the bandit's arms are compared, in words; nothing for a fixed split."""
+    return " (IPS, weighted by the logged propensities)" if ctx.estimator == "ips" else ""
 
 
 def _sequential_values(seq: SequentialResult) -> dict[str, Value]:

@@ -164,6 +164,12 @@ class Guardrail(_Strict):
     metric: Literal[METRICS]  # type: ignore[valid-type]
     max_relative_increase: float | None = Field(default=None, ge=0)
     max_relative_decrease: float | None = Field(default=None, ge=0)
+    mode: Literal["harm", "non_inferiority"] = Field(
+        default="harm",
+        description="harm: fails on evidence of harm (the point estimate beyond the bound, or the always-valid "
+        "interval showing the metric worse than control); non_inferiority: passes only once the always-valid "
+        "interval rules a breach out",
+    )
 
     @model_validator(mode="after")
     def _one_bound(self) -> Guardrail:
@@ -179,6 +185,15 @@ class PromotionRule(_Strict):
     min_runtime_seconds: int = Field(default=7 * 86400, ge=0)
     action: Literal["promote", "notify"] = "promote"
     holdback: float = Field(default=0.0, ge=0, le=0.5, description="share kept on control after promotion")
+    on_harm: Literal["recommend", "stop"] = Field(
+        default="recommend",
+        description="when /decision says stop (every treatment clearly worse, or a guardrail clearly breached): "
+        "recommend only, or stop: the job pauses the experiment, audited, with a webhook",
+    )
+    on_regression: Literal["notify", "rollback"] = Field(
+        default="notify",
+        description="after promotion, when a guardrail shows harm on the holdback: notify, or roll back",
+    )
 
 
 class FrequencyCap(_Strict):

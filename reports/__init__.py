@@ -3,7 +3,7 @@
 from reports.abtest import Report, build_report
 from reports.inputs import ArmSummary, DailyArmSummary, ReportInput
 from reports.render import report_to_csv, report_to_dict
-from reports.stats import MeanStats
+from reports.stats import MeanStats, SubjectSums
 
 __all__ = [
     "ArmSummary",
@@ -11,6 +11,7 @@ __all__ = [
     "MeanStats",
     "Report",
     "ReportInput",
+    "SubjectSums",
     "build_report",
     "report_to_csv",
     "report_to_dict",

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reports.bandit import ipw_estimates, period_weighted_means, propensity_balance
+from reports.bandit import ips_difference, ipw_estimates, period_weighted_means, propensity_balance
 from reports.bayes import BayesResult, bayes_compare
 from reports.comparison import Comparison, compare, difference, holm
 from reports.cuped import cuped_comparison, pooled_theta
@@ -47,8 +47,9 @@ class ArmOverview:
     observed_share: float | None  # share of all decisions; None when there are none
     expected_share: float
     reached: dict[str, int]
-    event_counts: dict[str, int]
+    event_counts: dict[str, int]  # totals per event type over the arm (all events, not decisions reached)
     ltv_components: dict[str, float] | None
+    revenue_total: float = 0.0  # revenue summed over the arm's decisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,9 @@ class ArmMetricResult:
     lift_ci_high: float | None
     p_value: float | None
     p_value_holm: float | None  # adjusted across the non-control arms of this metric
-    significant: bool | None  # p_value_holm below 1 - confidence
+    # p_value_holm below 1 - confidence AND every interval shown (difference, lift) excludes 0, so the badge
+    # never sits next to an interval that contains no change
+    significant: bool | None
     chance_to_beat_control: float | None
     chance_to_be_best: float | None
     expected_loss: float | None
@@ -175,6 +178,12 @@ class BanditArm:
     effective_sample_size: float | None
     weighted_error: str | None
     ipw_error: str | None
+    # IPS difference against control with its always-valid interval: what promotion of a bandit arm uses
+    ips_diff: float | None = None
+    ips_diff_ci_low: float | None = None
+    ips_diff_ci_high: float | None = None
+    ips_diff_p_value: float | None = None
+    ips_diff_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +244,7 @@ def build_report(report_input: ReportInput) -> Report:
     cuped = _cuped(inp, control, fixed)
     bandit = None
     if inp.allocation_type == "bandit" and inp.bandit is not None:
-        bandit = _bandit(inp.bandit, inp.decision_metric, inp.confidence)
+        bandit = _bandit(inp.bandit, inp.decision_metric, inp.confidence, control.arm, inp.sequential_tuning_n)
     total = sum(a.decisions for a in inp.arms)
     arms = [
         ArmOverview(
@@ -248,6 +257,7 @@ def build_report(report_input: ReportInput) -> Report:
             reached=dict(a.reached),
             event_counts=dict(a.event_counts),
             ltv_components=dict(a.ltv_components) if a.ltv_components is not None else None,
+            revenue_total=a.revenue.sum,
         )
         for a in inp.arms
     ]
@@ -314,6 +324,17 @@ def _significant(p_value: float | None, alpha: float) -> bool | None:
     return None if p_value is None else p_value < alpha
 
 
+def _excludes_zero(low: float | None, high: float | None) -> bool:
+    return bool(low is None or high is None or low > 0.0 or high < 0.0)
+
+
+def _agrees(significant: bool | None, cmp: Comparison | None) -> bool | None:
+    """Keep a significant badge only where the difference and lift intervals shown also exclude 0."""
+    if not significant or cmp is None:
+        return significant
+    return _excludes_zero(cmp.diff_ci_low, cmp.diff_ci_high) and _excludes_zero(cmp.lift_ci_low, cmp.lift_ci_high)
+
+
 def _estimate(kind: MetricKind, stats: MeanStats, confidence: float) -> Estimate:
     return rate_interval(stats, confidence) if kind == "rate" else mean_interval(stats, confidence)
 
@@ -360,7 +381,7 @@ def _metric_result(metric: str, arms: Sequence[ArmSummary], control: ArmSummary,
                 lift_ci_high=cmp.lift_ci_high if cmp else None,
                 p_value=cmp.p_value if cmp else None,
                 p_value_holm=adjusted.get(a.arm),
-                significant=_significant(adjusted.get(a.arm), _alpha(confidence)),
+                significant=_agrees(_significant(adjusted.get(a.arm), _alpha(confidence)), cmp),
                 chance_to_beat_control=b.chance_to_beat_control if b else None,
                 chance_to_be_best=b.chance_to_be_best if b else None,
                 expected_loss=b.expected_loss if b else None,
@@ -442,7 +463,8 @@ def _cuped(inp: ReportInput, control: ArmSummary, fixed: list[ArmMetricResult]) 
                 diff_ci_high=c.ci_high,
                 p_value=c.p_value,
                 p_value_holm=holm_p[r.arm],
-                significant=_significant(holm_p[r.arm], alpha),
+                significant=bool(_significant(holm_p[r.arm], alpha)) and _excludes_zero(c.ci_low, c.ci_high)
+                if holm_p[r.arm] is not None else None,
                 variance_reduction=c.variance_reduction,
                 raw_diff=r.diff,
                 raw_diff_ci_low=r.diff_ci_low,
@@ -513,10 +535,14 @@ BANDIT_NOTES = (
     "has lower variance; a small effective sample size means few decisions carry the estimate.",
     "The bandit's own value is compared with its uniform-random holdout: that difference is what "
     "the bandit earned over not optimising at all.",
+    "Promotion compares a bandit's arms by the IPS difference against control (ips_diff) with an always-valid "
+    "interval over all logged decisions, never by the pooled per-arm numbers: valid under any allocation when "
+    "the logged propensities are right, and however often it is looked at.",
 )
 
 
-def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSection:
+def _bandit(bandit: BanditInput, metric: str, confidence: float, control: str = "",
+            tuning_n: float = 10_000) -> BanditSection:
     """Period-weighted means, IPW/SNIPS per arm, and the policy against its holdout."""
     alpha = _alpha(confidence)
     naive: dict[str, MeanStats] = {}
@@ -525,9 +551,15 @@ def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSectio
     weighted = period_weighted_means(list(bandit.periods), alpha=alpha)
     ipw = ipw_estimates(list(bandit.ipw), bandit.n_total, alpha=alpha)
     arms = list(dict.fromkeys([*naive, *weighted, *ipw]))
+    by_arm = {s.arm: s for s in bandit.ipw}
     rows = []
     for arm in arms:
         n, w, e = naive.get(arm), weighted.get(arm), ipw.get(arm)
+        versus_control = (
+            ips_difference(by_arm, bandit.n_total, control, arm, alpha, tuning_n, bandit.ips_clusters)
+            if arm != control and control in by_arm
+            else None
+        )
         rows.append(
             BanditArm(
                 arm=arm,
@@ -546,6 +578,11 @@ def _bandit(bandit: BanditInput, metric: str, confidence: float) -> BanditSectio
                 effective_sample_size=e.effective_sample_size if e else None,
                 weighted_error=w.error if w else NOT_COMPUTED,
                 ipw_error=e.error if e else NOT_COMPUTED,
+                ips_diff=versus_control.estimate if versus_control else None,
+                ips_diff_ci_low=versus_control.ci_low if versus_control else None,
+                ips_diff_ci_high=versus_control.ci_high if versus_control else None,
+                ips_diff_p_value=versus_control.p_value if versus_control else None,
+                ips_diff_error=versus_control.error if versus_control else None,
             )
         )
     versus = None

@@ -15,11 +15,12 @@ paradox. Two remedies, both from sufficient statistics the database aggregates:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scipy import stats as sps
 
+from reports.sequential import SequentialResult, from_estimate
 from reports.stats import MeanStats
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "BalanceCheck",
     "propensity_balance",
     "BALANCE_WARNING_P",
+    "IpsSubjectSums",
+    "ips_difference",
 ]
 
 BALANCE_WARNING_P = 0.001
@@ -198,6 +201,69 @@ def ipw_estimates(stats: Sequence[IpwArmStats], n_total: int, alpha: float = 0.0
             snips_std_error=snips_se,
         )
     return result
+
+
+# --- always-valid IPS differences (what promotion of a bandit arm uses) -----------
+
+NO_PROPENSITIES = "NO_PROPENSITIES"  # an arm has no logged-propensity sums
+
+
+@dataclass(frozen=True, slots=True)
+class IpsSubjectSums:
+    """Per-subject sums of the IPS terms, so a bandit's IPS comparisons are clustered on subjects.
+
+    With Z_s[a] = sum over subject s's decisions of 1[A = a] w r and n_s its decisions:
+    ``sum_z2[a]`` = sum_s Z_s[a]^2, ``sum_nz[a]`` = sum_s n_s Z_s[a], ``cross["a|b"]`` = sum_s Z_s[a] Z_s[b]
+    (a < b), ``sum_n2`` = sum_s n_s^2 over the ``subjects`` subjects.
+    """
+
+    subjects: int
+    sum_n2: float
+    sum_z2: Mapping[str, float]
+    sum_nz: Mapping[str, float]
+    cross: Mapping[str, float]
+
+    def pair(self, a: str, b: str) -> float:
+        return self.cross.get(f"{a}|{b}" if a < b else f"{b}|{a}", 0.0)
+
+
+def ips_difference(
+    ipw: Mapping[str, IpwArmStats],
+    n_total: int,
+    reference: str,
+    arm: str,
+    alpha: float,
+    tuning_n: float,
+    clusters: IpsSubjectSums | None = None,
+) -> SequentialResult:
+    """Always-valid interval of arm minus reference by IPS over all logged decisions (martingale differences).
+
+    z_i = 1[A_i = arm] w_i r_i - 1[A_i = reference] w_i r_i; a decision picks one arm, so
+    sum z_i^2 = sum_w2r2[arm] + sum_w2r2[reference]. With per-subject sums (``clusters``) and a
+    subject decided more than once, the variance is the cluster-robust one over subjects,
+    K / (K - 1) sum_s (Z_s - d n_s)^2 / N^2 (statsmodels' CR0 times K / (K - 1)), and the
+    sequence counts subjects.
+    """
+    a, b = ipw.get(arm), ipw.get(reference)
+    if a is None or b is None or n_total < 1:
+        return SequentialResult(None, None, None, None, alpha, tuning_n, error=NO_PROPENSITIES, n_total=n_total)
+    if a.sum_w <= 0.0 or b.sum_w <= 0.0:
+        return SequentialResult(None, None, None, None, alpha, tuning_n, error="NO_DATA", n_total=n_total)
+    if n_total < 2:
+        return SequentialResult(None, None, None, None, alpha, tuning_n, error="NOT_ENOUGH_DATA", n_total=n_total)
+    estimate = (a.sum_wr - b.sum_wr) / n_total
+    c = clusters
+    if c is not None and c.subjects >= 2 and c.sum_n2 > n_total * (1.0 + 1e-12) and arm in c.sum_z2 and (
+            reference in c.sum_z2):
+        sum_z2 = c.sum_z2[arm] + c.sum_z2[reference] - 2.0 * c.pair(arm, reference)
+        sum_nz = c.sum_nz[arm] - c.sum_nz[reference]
+        residual = max(sum_z2 - 2.0 * estimate * sum_nz + estimate * estimate * c.sum_n2, 0.0)
+        k = c.subjects
+        std_error = math.sqrt(k / (k - 1) * residual) / n_total
+        return from_estimate(estimate, std_error, k, alpha, tuning_n)
+    variance = max(a.sum_w2r2 + b.sum_w2r2 - n_total * estimate * estimate, 0.0) / (n_total - 1)
+    std_error = math.sqrt(variance / n_total)
+    return from_estimate(estimate, std_error, n_total, alpha, tuning_n)
 
 
 # --- propensity balance (sample ratio mismatch for logged propensities) -------------

@@ -36,6 +36,12 @@ def _posterior(kind: MetricKind, stats: MeanStats, rng: np.random.Generator, dra
     if stats.n == 0:
         return NO_DATA
     if kind == "rate":
+        deff = stats.design_effect
+        if deff != 1.0:
+            # Subject-clustered: the Beta posterior at the effective sample size n / deff.
+            n_eff = stats.n / deff
+            successes_eff = stats.mean * n_eff
+            return rng.beta(1 + successes_eff, 1 + n_eff - successes_eff, draws)
         successes = round(stats.sum)
         return rng.beta(1 + successes, 1 + stats.n - successes, draws)
     if stats.n < 2:

@@ -40,12 +40,16 @@ class Comparison:
 def proportion_difference(control: MeanStats, treatment: MeanStats, confidence: float = 0.95) -> Estimate:
     """Estimate the difference of two rates with the unpooled Wald interval.
 
-    Same as statsmodels ``confint_proportions_2indep(..., compare="diff", method="wald")``.
+    Same as statsmodels ``confint_proportions_2indep(..., compare="diff", method="wald")``;
+    each arm's variance is multiplied by its subject-clustering design effect (1 when every
+    subject has one decision).
     """
     if control.n == 0 or treatment.n == 0:
         return Estimate(None, None, None, None, NO_DATA)
     pc, pt = control.mean, treatment.mean
-    se = math.sqrt(pc * (1.0 - pc) / control.n + pt * (1.0 - pt) / treatment.n)
+    se = math.sqrt(
+        pc * (1.0 - pc) / control.n * control.design_effect + pt * (1.0 - pt) / treatment.n * treatment.design_effect
+    )
     if se == 0.0:
         return Estimate(pt - pc, None, None, 0.0, NO_EVENTS if pc == pt == 0.0 else ZERO_VARIANCE)
     half = z_critical(confidence) * se
@@ -53,19 +57,27 @@ def proportion_difference(control: MeanStats, treatment: MeanStats, confidence: 
 
 
 def mean_difference(control: MeanStats, treatment: MeanStats, confidence: float = 0.95) -> Estimate:
-    """Estimate the difference of two means with the Welch interval (Welch-Satterthwaite df)."""
+    """Estimate the difference of two means with the Welch interval (Welch-Satterthwaite df).
+
+    Variances are subject-clustered and degrees of freedom count subjects when a subject repeats.
+    """
     if control.n == 0 or treatment.n == 0:
         return Estimate(None, None, None, None, NO_DATA)
     diff = treatment.mean - control.mean
-    if control.n < 2 or treatment.n < 2:
+    if control.units < 2 or treatment.units < 2:
         return Estimate(diff, None, None, None, NOT_ENOUGH_DATA)
-    vc, vt = control.variance / control.n, treatment.variance / treatment.n
+    vc, vt = control.variance_of_mean, treatment.variance_of_mean
     if vc + vt == 0.0:
         return Estimate(diff, None, None, 0.0, ZERO_VARIANCE)
-    df = (vc + vt) ** 2 / (vc**2 / (control.n - 1) + vt**2 / (treatment.n - 1))
+    df = _welch_df(vc, vt, control, treatment)
     se = math.sqrt(vc + vt)
     half = t_critical(confidence, df) * se
     return Estimate(diff, diff - half, diff + half, se)
+
+
+def _welch_df(vc: float, vt: float, control: MeanStats, treatment: MeanStats) -> float:
+    """Welch-Satterthwaite degrees of freedom, with each arm's units (subjects when clustered)."""
+    return (vc + vt) ** 2 / (vc**2 / control.dof + vt**2 / treatment.dof)
 
 
 def difference(kind: MetricKind, control: MeanStats, treatment: MeanStats, confidence: float = 0.95) -> Estimate:
@@ -94,8 +106,20 @@ def relative_lift(
 
 def _p_value(kind: MetricKind, control: MeanStats, treatment: MeanStats) -> float:
     if kind == "rate":
-        # statsmodels' default: pooled variance under the null of equal rates
-        _, p = proportions_ztest([treatment.sum, control.sum], [treatment.n, control.n])
+        dc, dt = control.design_effect, treatment.design_effect
+        if dc == 1.0 and dt == 1.0:
+            # statsmodels' default: pooled variance under the null of equal rates
+            _, p = proportions_ztest([treatment.sum, control.sum], [treatment.n, control.n])
+            return float(p)
+        # The same pooled z-test with each arm's variance scaled by its subject-clustering design effect.
+        pooled = (control.sum + treatment.sum) / (control.n + treatment.n)
+        se = math.sqrt(pooled * (1.0 - pooled) * (dc / control.n + dt / treatment.n))
+        z = (treatment.mean - control.mean) / se
+        return float(2.0 * sps.norm.sf(abs(z)))
+    if control.clustered or treatment.clustered:
+        vc, vt = control.variance_of_mean, treatment.variance_of_mean
+        t = (treatment.mean - control.mean) / math.sqrt(vc + vt)
+        return float(2.0 * sps.t.sf(abs(t), _welch_df(vc, vt, control, treatment)))
     else:
         _, p = sps.ttest_ind_from_stats(
             treatment.mean, math.sqrt(treatment.variance), treatment.n,
@@ -116,8 +140,8 @@ def compare(kind: MetricKind, control: MeanStats, treatment: MeanStats, confiden
     if diff.value is None:
         return Comparison(None, None, None, None, None, None, None, diff.error)
     if kind == "rate":
-        se_c = math.sqrt(control.mean * (1.0 - control.mean) / control.n)
-        se_t = math.sqrt(treatment.mean * (1.0 - treatment.mean) / treatment.n)
+        se_c = math.sqrt(control.mean * (1.0 - control.mean) / control.n * control.design_effect)
+        se_t = math.sqrt(treatment.mean * (1.0 - treatment.mean) / treatment.n * treatment.design_effect)
         pooled = (control.sum + treatment.sum) / (control.n + treatment.n)
         testable = 0.0 < pooled < 1.0
     else:

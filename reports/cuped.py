@@ -10,6 +10,12 @@ the sum over arms of the centred squares of x. That is the x coefficient of the 
 regression y ~ treatment + x, so the adjusted difference equals that regression's
 treatment coefficient exactly, and a treatment effect on y does not leak into theta.
 mean_x is the pooled mean of x over both arms.
+
+Subjects are the unit: with per-subject totals (Y_i, X_i over the subject's n_i decisions) the
+adjusted variance is the delta-method (cluster-robust) variance of the ratio of W_i = Y_i -
+theta X_i to n_i, sum (W_i - r_w n_i)^2 / ((K - 1) nbar^2 K), and degrees of freedom count
+subjects; with one decision per subject nothing changes. It matches statsmodels' OLS
+y ~ treatment + x with ``cov_type="cluster"`` up to its small-sample factor.
 """
 
 from __future__ import annotations
@@ -33,8 +39,17 @@ class CovariateStats:
     sum_y: float
     sum_y2: float
     sum_xy: float
+    # Per-subject totals (Y_i, X_i over n_i decisions): subjects K and sums over subjects. None: one decision each.
+    subjects: int | None = None
+    subject_n2: float = 0.0
+    subject_y2: float = 0.0
+    subject_x2: float = 0.0
+    subject_xy: float = 0.0
+    subject_ny: float = 0.0
+    subject_nx: float = 0.0
 
     def __add__(self, other: CovariateStats) -> CovariateStats:
+        clustered = self.subjects is not None and other.subjects is not None
         return CovariateStats(
             self.n + other.n,
             self.sum_x + other.sum_x,
@@ -42,7 +57,23 @@ class CovariateStats:
             self.sum_y + other.sum_y,
             self.sum_y2 + other.sum_y2,
             self.sum_xy + other.sum_xy,
+            (self.subjects or 0) + (other.subjects or 0) if clustered else None,
+            self.subject_n2 + other.subject_n2,
+            self.subject_y2 + other.subject_y2,
+            self.subject_x2 + other.subject_x2,
+            self.subject_xy + other.subject_xy,
+            self.subject_ny + other.subject_ny,
+            self.subject_nx + other.subject_nx,
         )
+
+    @property
+    def clustered(self) -> bool:
+        """Whether some subject has more than one decision."""
+        return self.subjects is not None and self.subjects >= 1 and self.subject_n2 > self.n * (1.0 + 1e-12)
+
+    @property
+    def units(self) -> int:
+        return self.subjects if self.clustered and self.subjects is not None else self.n
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +132,16 @@ def cuped_comparison(
     control_mean = _adjusted_mean(control, theta, mean_x)
     treatment_mean = _adjusted_mean(treatment, theta, mean_x)
     difference = treatment_mean - control_mean
-    if control.n < 2 or treatment.n < 2:
+    if control.units < 2 or treatment.units < 2:
         return CupedComparison(
             control_mean, treatment_mean, difference, None, None, None, None, "NOT_ENOUGH_DATA",
             theta=theta, alpha=alpha,
         )
 
-    se2_control = _adjusted_variance(control, theta) / control.n
-    se2_treatment = _adjusted_variance(treatment, theta) / treatment.n
+    se2_control = _variance_of_mean(control, theta)
+    se2_treatment = _variance_of_mean(treatment, theta)
     adjusted = se2_control + se2_treatment
-    unadjusted = _adjusted_variance(control, 0.0) / control.n + _adjusted_variance(treatment, 0.0) / treatment.n
+    unadjusted = _variance_of_mean(control, 0.0) + _variance_of_mean(treatment, 0.0)
     if not (adjusted > 0.0 and unadjusted > 0.0):
         return CupedComparison(
             control_mean, treatment_mean, difference, None, None, None, None, "ZERO_VARIANCE",
@@ -119,7 +150,7 @@ def cuped_comparison(
 
     std_error = math.sqrt(adjusted)
     # Welch-Satterthwaite degrees of freedom on the adjusted metric.
-    df = adjusted**2 / (se2_control**2 / (control.n - 1) + se2_treatment**2 / (treatment.n - 1))
+    df = adjusted**2 / (se2_control**2 / (control.units - 1) + se2_treatment**2 / (treatment.units - 1))
     t_crit = float(sps.t.ppf(1.0 - alpha / 2.0, df))
     p_value = float(2.0 * sps.t.sf(abs(difference) / std_error, df))
     return CupedComparison(
@@ -138,6 +169,19 @@ def cuped_comparison(
 
 def _adjusted_mean(arm: CovariateStats, theta: float, mean_x: float) -> float:
     return arm.sum_y / arm.n - theta * (arm.sum_x / arm.n - mean_x)
+
+
+def _variance_of_mean(arm: CovariateStats, theta: float) -> float:
+    """Variance of the arm's adjusted mean: per decision, or subject-clustered when a subject repeats."""
+    if not arm.clustered or arm.subjects is None:
+        return _adjusted_variance(arm, theta) / arm.n
+    k = arm.subjects
+    r_w = (arm.sum_y - theta * arm.sum_x) / arm.n
+    sum_w2 = arm.subject_y2 - 2.0 * theta * arm.subject_xy + theta * theta * arm.subject_x2
+    sum_nw = arm.subject_ny - theta * arm.subject_nx
+    residual = max(sum_w2 - 2.0 * r_w * sum_nw + r_w * r_w * arm.subject_n2, 0.0)
+    mean_n = arm.n / k
+    return residual / ((k - 1) * mean_n * mean_n * k)
 
 
 def _adjusted_variance(arm: CovariateStats, theta: float) -> float:

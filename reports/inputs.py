@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from experiments.spec import METRICS, VALUE_METRICS
-from reports.bandit import IpwArmStats, PeriodArmStats
+from reports.bandit import IpsSubjectSums, IpwArmStats, PeriodArmStats
 from reports.cuped import CovariateStats
-from reports.stats import MeanStats
+from reports.stats import MeanStats, SubjectSums
 
 MetricKind = Literal["rate", "mean"]
 
@@ -36,6 +36,8 @@ class ArmSummary:
     ltv_value: MeanStats | None = None  # LTV-adjusted value per decision, when computed
     ltv_components: Mapping[str, float] | None = None  # per-decision means, e.g. {"unsubscribe_loss": ...}
     covariate: CovariateStats | None = None  # CUPED inputs for the decision metric
+    # metric -> per-subject sums, so every interval and test of that metric is clustered on subjects
+    clusters: Mapping[str, SubjectSums] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,10 @@ class BanditInput:
     n_total: int
     holdout: MeanStats | None  # reward of holdout (uniform random) decisions
     policy: MeanStats | None  # reward of decisions the bandit allocated
+    metric: str | None = None  # what the rewards measure (a decision metric), or None: the bandit's own reward
+    # guardrail metric -> logged-propensity sums of that metric, so guardrails of a bandit use IPS too
+    guardrail_ipw: Mapping[str, Sequence[IpwArmStats]] = field(default_factory=dict)
+    ips_clusters: IpsSubjectSums | None = None  # per-subject sums of the decision metric's IPS terms
     pending: int = 0  # decisions younger than the reward wait, left out of all of the above
 
 
@@ -123,11 +129,17 @@ def rate_stats(metric: str, decisions: int, reached: Mapping[str, int]) -> MeanS
 
 
 def arm_metric_stats(arm: ArmSummary, metric: str) -> MeanStats | None:
-    """Return the sufficient statistics of one metric for one arm (None when not computed)."""
+    """Return the sufficient statistics of one metric for one arm (None when not computed), clustered on subjects."""
+    stats: MeanStats | None
     if metric_kind(metric) == "rate":
-        return rate_stats(metric, arm.decisions, arm.reached)
-    if metric == "revenue_per_decision":
-        return arm.revenue
-    if metric == "revenue_per_converter":
-        return arm.converter_revenue
-    return arm.ltv_value
+        stats = rate_stats(metric, arm.decisions, arm.reached)
+    elif metric == "revenue_per_decision":
+        stats = arm.revenue
+    elif metric == "revenue_per_converter":
+        stats = arm.converter_revenue
+    else:
+        stats = arm.ltv_value
+    clusters = arm.clusters.get(metric) if arm.clusters is not None else None
+    if stats is not None and clusters is not None and stats.clusters is None:
+        stats = stats.with_clusters(clusters)
+    return stats

@@ -62,18 +62,29 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Estimat
 
 
 def rate_interval(stats: MeanStats, confidence: float = 0.95) -> Estimate:
-    """Estimate a rate given as 0/1 sufficient statistics with its Wilson interval."""
-    return wilson_interval(round(stats.sum), stats.n, confidence)
+    """Estimate a rate given as 0/1 sufficient statistics with its Wilson interval.
+
+    Clustered on subjects, the Wilson interval is taken at the effective sample size n / deff
+    (Kish's design effect of the subject-clustered variance), the usual adjustment for
+    clustered proportions; with one decision per subject it is the plain Wilson interval.
+    """
+    deff = stats.design_effect
+    if deff == 1.0 or stats.n == 0:
+        return wilson_interval(round(stats.sum), stats.n, confidence)
+    n_eff = stats.n / deff
+    p = stats.mean
+    low, high = proportion_confint(p * n_eff, n_eff, alpha=1.0 - confidence, method="wilson")
+    return Estimate(p, float(low), float(high), math.sqrt(p * (1.0 - p) / n_eff))
 
 
 def mean_interval(stats: MeanStats, confidence: float = 0.95) -> Estimate:
-    """Estimate a mean with its Student t interval (df = n - 1)."""
+    """Estimate a mean with its Student t interval (df = units - 1; subjects when clustered)."""
     if stats.n == 0:
         return Estimate(None, None, None, None, NO_DATA)
-    if stats.n == 1:
+    if stats.n == 1 or stats.units < 2:
         return Estimate(stats.mean, None, None, None, NOT_ENOUGH_DATA)
     se = stats.std_error
     if se == 0.0:
         return Estimate(stats.mean, None, None, 0.0, ZERO_VARIANCE)
-    half = t_critical(confidence, stats.n - 1) * se
+    half = t_critical(confidence, stats.dof) * se
     return Estimate(stats.mean, stats.mean - half, stats.mean + half, se)

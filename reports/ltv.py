@@ -98,7 +98,7 @@ from reports.intervals import (
     mean_interval,
     z_critical,
 )
-from reports.stats import MeanStats
+from reports.stats import MeanStats, SubjectSums
 
 __all__ = [
     "COMPONENTS",
@@ -441,7 +441,9 @@ def arm_summary_ltv(stats: LtvArmStats) -> tuple[MeanStats, dict[str, float]]:
     lin = _linearized(stats, stats.value)
     var_ratio = lin.variance / lin.n  # delta-method variance of value per decision
     total = stats.value.sum
-    ltv_value = MeanStats(n, total, total * total / n + (n - 1) * n * var_ratio)
+    clusters = SubjectSums(stats.n_subjects, stats.sum_decisions_squared, stats.value.sum_squares,
+                           stats.value.sum_cross)
+    ltv_value = MeanStats(n, total, total * total / n + (n - 1) * n * var_ratio, clusters)
     return ltv_value, {name: stats.component(name).sum / n for name in COMPONENTS}
 
 

@@ -12,6 +12,19 @@ either for "two-sided". For rates a rise and a fall of the same relative size di
 in h, so a two-sided plan covers the harder direction (reported in ``notes`` and the
 sign of ``effect_size``); for means they are symmetric. Duration is the days needed
 for sample_size_per_arm * arms decisions at ``daily_traffic`` decisions a day.
+
+Power for the test that runs. Promotion does not use the fixed-horizon test: it waits for the
+always-valid interval of ``reports.sequential`` (half-width m(N) standard errors, N the units of
+the two arms compared, m(N) = 3.18 instead of 1.96 at the fixed-horizon n for a 5% base and +10%).
+Every plan therefore also gives ``sequential_sample_size_per_arm``: the n per arm at which the
+always-valid interval, looked at then, excludes 0 with the asked power for the same effect,
+Phi(|delta| / SE(n) - m(2n)) = power, with SE(n) the standard error of the difference under the
+alternative (rates: sqrt((p0 (1 - p0) + p1 (1 - p1)) / n); means: sd sqrt(2 / n)), the same
+alpha per comparison and the promotion job's tuning (``sequential_tuning_n``).
+``sequential_power_at_sample_size`` is the power the always-valid rule has at the fixed-horizon
+n. Looking more often only adds chances to cross earlier, so a daily look has at least this
+power by that n. Set the promotion rule's ``min_decisions_per_arm`` at or below
+``sequential_sample_size_per_arm`` and its minimum runtime at ``sequential_duration_days``.
 """
 
 from __future__ import annotations
@@ -19,8 +32,9 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from scipy import stats as sps
 from scipy.optimize import brentq
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
@@ -61,6 +75,12 @@ class PowerResult:
     std_dev: float | None = None
     alternative: str = "two-sided"
     correction: str = "none"
+    # The always-valid rule promotion uses (see the module docstring).
+    sequential_sample_size_per_arm: int | None = None
+    sequential_duration_days: float | None = None
+    sequential_power_at_sample_size: float | None = None
+    sequential_multiplier_at_sample_size: float | None = None  # half-width in standard errors (1.96 fixed)
+    sequential_tuning_n: float = 10_000
 
 
 def plan_rate(
@@ -74,6 +94,7 @@ def plan_rate(
     daily_traffic: float | None = None,
     alternative: str = "two-sided",
     correction: Literal["none", "bonferroni"] = "none",
+    sequential_tuning_n: float = 10_000,
 ) -> PowerResult:
     """Plan a rate metric (conversion, click, unsubscribe): sample size for an MDE, or the MDE for a sample size."""
     if not _is_number(baseline) or not 0.0 < baseline < 1.0:
@@ -143,7 +164,12 @@ def plan_rate(
         notes.append(f"Only a {change} of this size is possible from this baseline.")
     elif len(plans) > 1:
         notes.append(f"Two-sided: planned for the {change}, the harder direction to detect.")
+    p1 = baseline * (1.0 + direction * relative)
+    spread = baseline * (1.0 - baseline) + p1 * (1.0 - p1)
+    sequential = _sequential(relative * baseline, lambda m: math.sqrt(spread / m), n, alpha_each, power,
+                             arms, daily_traffic, sequential_tuning_n, notes)  # fmt: skip
     return PowerResult(
+        **sequential,
         metric_type="rate",
         sample_size_per_arm=n,
         mde_absolute=relative * baseline,
@@ -173,6 +199,7 @@ def plan_mean(
     daily_traffic: float | None = None,
     alternative: str = "two-sided",
     correction: Literal["none", "bonferroni"] = "none",
+    sequential_tuning_n: float = 10_000,
 ) -> PowerResult:
     """Plan a mean metric (revenue per exposure, order value): sample size for an MDE, or the MDE for a sample size."""
     if not _is_number(baseline_mean) or not baseline_mean > 0.0:
@@ -202,7 +229,10 @@ def plan_mean(
         relative = d_abs * std_dev / baseline_mean
         notes.append(f"MDE solved for Cohen's d = {d:.5f}; two-sample t-test (TTestIndPower).")
 
+    sequential = _sequential(relative * baseline_mean, lambda m: std_dev * math.sqrt(2.0 / m), n, alpha_each, power,
+                             arms, daily_traffic, sequential_tuning_n, notes)  # fmt: skip
     return PowerResult(
+        **sequential,
         metric_type="mean",
         sample_size_per_arm=n,
         mde_absolute=relative * baseline_mean,
@@ -242,6 +272,55 @@ def _solve_nobs(analysis: NormalIndPower | TTestIndPower, effect: float, alpha: 
         # statsmodels' own root finder gave up (very large or very small effects); bracket it.
         nobs = float(brentq(shortfall, _MIN_NOBS, 1e15, xtol=1e-6, rtol=1e-12))
     return nobs
+
+
+def sequential_power(delta: float, std_error: float, n_units: float, alpha: float, tuning_n: float) -> float:
+    """Return the chance that the always-valid interval at N = n_units excludes 0 on the effect's side."""
+    from reports.sequential import boundary_multiplier
+
+    return float(sps.norm.cdf(abs(delta) / std_error - boundary_multiplier(n_units, alpha, tuning_n)))
+
+
+def _sequential(
+    delta: float,
+    std_error_at: Any,
+    n: int,
+    alpha: float,
+    power: float,
+    arms: int,
+    daily_traffic: float | None,
+    tuning_n: float,
+    notes: list[str],
+) -> dict[str, Any]:
+    """The always-valid rule's sample size for the same effect, and its power at the fixed-horizon n."""
+    from reports.sequential import boundary_multiplier
+
+    if not (_is_number(tuning_n) and tuning_n > 0):
+        raise ValueError(f"sequential_tuning_n must be a positive number, got {tuning_n!r}")
+    z_power = float(sps.norm.ppf(power))
+
+    def shortfall(m: float) -> float:
+        return abs(delta) / std_error_at(m) - boundary_multiplier(2.0 * m, alpha, tuning_n) - z_power
+
+    if shortfall(_MIN_NOBS) >= 0.0:
+        n_seq = int(_MIN_NOBS)
+    else:
+        n_seq = math.ceil(float(brentq(shortfall, _MIN_NOBS, 1e15, xtol=1e-6, rtol=1e-12)) - 1e-9)
+    at_n = sequential_power(delta, std_error_at(n), 2.0 * n, alpha, tuning_n)
+    multiplier = boundary_multiplier(2.0 * n, alpha, tuning_n)
+    notes.append(
+        f"Promotion's always-valid rule needs {n_seq:,} per arm for power {power:g} "
+        f"({n_seq / n:.2f} x the fixed-horizon {n:,}); at {n:,} its half-width is {multiplier:.2f} standard errors "
+        f"(fixed horizon {float(sps.norm.ppf(1 - alpha / 2)):.2f}) and its power {at_n:.0%}. Set the rule's "
+        f"min_decisions_per_arm to at most {n_seq:,}."
+    )
+    return {
+        "sequential_sample_size_per_arm": n_seq,
+        "sequential_duration_days": _duration(n_seq, arms, daily_traffic),
+        "sequential_power_at_sample_size": at_n,
+        "sequential_multiplier_at_sample_size": multiplier,
+        "sequential_tuning_n": tuning_n,
+    }
 
 
 def _duration(n: int, arms: int, daily_traffic: float | None) -> float | None:

@@ -29,7 +29,11 @@ Pekelis & Walsh (2017) with mixing variance tau^2 = rho^2 s^2:
 
     p = min(1, sqrt(N rho^2 + 1) * exp( -N rho^2 z^2 / (2 (N rho^2 + 1)) )),  z = estimate / SE.
 
-So p <= alpha exactly when the interval excludes zero. Both are computed from the
+So p <= alpha exactly when the interval excludes zero.
+
+The unit is the subject: with per-subject sums (``reports.stats.SubjectSums``) the variance is
+the subject-clustered one and N counts subjects, so a customer decided many times is one
+observation of the sequence; with one decision per subject nothing changes. Both are computed from the
 current totals; a caller that keeps history may intersect intervals over time (take
 the running minimum of p), which stays valid.
 """
@@ -41,7 +45,9 @@ from dataclasses import dataclass
 
 from reports.stats import MeanStats
 
-__all__ = ["SequentialResult", "always_valid_difference", "mixture_rho_squared"]
+__all__ = [
+    "SequentialResult", "always_valid_difference", "boundary_multiplier", "from_estimate", "mixture_rho_squared",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,26 +87,47 @@ def always_valid_difference(
         if arm.n < 0:
             raise ValueError(f"{name}.n must be >= 0, got {arm.n}")
 
-    n_total = control.n + treatment.n
+    n_total = control.units + treatment.units
     if control.n < 1 or treatment.n < 1:
         return SequentialResult(None, None, None, None, alpha, tuning_n, n_total=n_total, error="NO_DATA")
     estimate = treatment.mean - control.mean
-    if control.n < 2 or treatment.n < 2:
+    if control.units < 2 or treatment.units < 2:
         return SequentialResult(
             estimate, None, None, None, alpha, tuning_n, n_total=n_total, error="NOT_ENOUGH_DATA"
         )
 
-    variance = control.variance / control.n + treatment.variance / treatment.n
+    variance = control.variance_of_mean + treatment.variance_of_mean
     if not variance > 0.0:
         return SequentialResult(
             estimate, None, None, None, alpha, tuning_n, n_total=n_total, error="ZERO_VARIANCE"
         )
     std_error = math.sqrt(variance)
+    return from_estimate(estimate, std_error, n_total, alpha, tuning_n)
 
+
+def boundary_multiplier(n_total: float, alpha: float, tuning_n: float) -> float:
+    """Return the always-valid half-width in standard errors at N = n_total units (1.96 is fixed-horizon)."""
     rho2 = mixture_rho_squared(alpha, tuning_n)
     n_rho2 = n_total * rho2
     # Waudby-Smith et al. (2021), two-sided normal mixture, with s^2 = N * variance, so s / N = SE / sqrt(N).
-    multiplier = math.sqrt(2.0 * (n_rho2 + 1.0) / n_rho2 * math.log(math.sqrt(n_rho2 + 1.0) / alpha))
+    return math.sqrt(2.0 * (n_rho2 + 1.0) / n_rho2 * math.log(math.sqrt(n_rho2 + 1.0) / alpha))
+
+
+def from_estimate(
+    estimate: float, std_error: float, n_total: int, alpha: float = 0.05, tuning_n: float = 10_000
+) -> SequentialResult:
+    """Give the always-valid interval and p-value of any asymptotically normal estimate of a difference.
+
+    Used for estimators that are averages of (martingale) per-unit terms, such as the IPS
+    difference of two arms under adaptive allocation, where N is the number of logged decisions.
+    """
+    _check_alpha(alpha)
+    _check_tuning_n(tuning_n)
+    if not (std_error > 0.0 and math.isfinite(std_error)) or n_total < 1:
+        return SequentialResult(estimate, None, None, None, alpha, tuning_n, n_total=n_total, error="ZERO_VARIANCE")
+    rho2 = mixture_rho_squared(alpha, tuning_n)
+    n_rho2 = n_total * rho2
+    multiplier = boundary_multiplier(n_total, alpha, tuning_n)
     half_width = std_error * multiplier
 
     # The same boundary solved for alpha (Johari et al. 2017, mSPRT with tau^2 = rho^2 s^2).

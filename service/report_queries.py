@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from experiments.spec import BanditAllocation, ExperimentSpec
 from reports.inputs import ArmSummary, BanditInput, DailyArmSummary, ReportInput
-from reports.stats import MeanStats
+from reports.stats import MeanStats, SubjectSums
 
 from .models import (
     Assignment,
@@ -38,18 +38,41 @@ A = Assignment
 _segment: ContextVar[Any] = ContextVar("report_segment", default=None)
 
 
+# The decision times a report is restricted to, [since, until), or None for all (e.g. matured decisions after
+# a promotion).
+_window: ContextVar[tuple[Any, Any] | None] = ContextVar("report_window", default=None)
+
+
 def _a_scope(eid: int) -> ColumnElement[bool]:
-    """Decisions of the experiment, within the current segment."""
+    """Decisions of the experiment, within the current segment and time window."""
     subjects = _segment.get()
     clause = A.experiment_id == eid
-    return and_(clause, A.subject_id.in_(subjects)) if subjects is not None else clause
+    if subjects is not None:
+        clause = and_(clause, A.subject_id.in_(subjects))
+    window = _window.get()
+    if window is not None:
+        since, until = window
+        if since is not None:
+            clause = and_(clause, A.created_at >= since)
+        if until is not None:
+            clause = and_(clause, A.created_at < until)
+    return clause
 
 
 def _segment_of(assignment_id: Any, eid: int) -> ColumnElement[bool]:
-    subjects = _segment.get()
-    if subjects is None:
+    if _segment.get() is None and _window.get() is None:
         return true()
-    return assignment_id.in_(select(A.id).where(A.experiment_id == eid, A.subject_id.in_(subjects)))
+    return assignment_id.in_(select(A.id).where(_a_scope(eid)))
+
+
+def window_report_input(session: Session, experiment: Experiment, spec: ExperimentSpec, since: Any,
+                        until: Any) -> ReportInput:
+    """The report input restricted to decisions made in [since, until) (None: open-ended)."""
+    token = _window.set((since, until))
+    try:
+        return report_input(session, experiment, spec)
+    finally:
+        _window.reset(token)
 
 
 def _o_scope(eid: int) -> ColumnElement[bool]:
@@ -92,6 +115,94 @@ def segment_report_input(session: Session, experiment: Experiment, spec: Experim
         _segment.reset(token)
 
 
+def _indicator(column: Any) -> Any:
+    return case((column > 0, 1), else_=0)
+
+
+def subject_sums(session: Session, eid: int, spec: ExperimentSpec) -> dict[str, dict[str, SubjectSums]]:
+    """Per arm and metric, the per-subject sums that cluster every interval and test on subjects.
+
+    One GROUP BY subject subquery per arm (GrowthBook's ratio-metric inputs): for each metric
+    with per-subject denominator n_i and numerator y_i, the subjects K, sum n_i^2, sum y_i^2 and
+    sum n_i y_i (``reports.stats.SubjectSums``). Decisions without outcomes count as zeros.
+    """
+    per_decision = (
+        select(
+            A.arm_key.label("arm"), A.subject_id.label("subject"),
+            _indicator(O.opens).label("o"), _indicator(O.clicks).label("k"),
+            _indicator(O.conversions).label("c"), _indicator(O.unsubscribes).label("u"),
+            func.coalesce(O.revenue, 0.0).label("rev"),
+            case((O.conversions > 0, func.coalesce(O.revenue, 0.0)), else_=0.0).label("crev"),
+            case((and_(O.opens > 0, O.clicks > 0), 1), else_=0).label("ko"),
+        )
+        .select_from(A).outerjoin(O, O.assignment_id == A.id).where(_a_scope(eid)).subquery()
+    )
+    q = per_decision.c
+    per_subject = (
+        select(q.arm, func.count().label("d"), func.sum(q.o).label("o"), func.sum(q.k).label("k"),
+               func.sum(q.c).label("c"), func.sum(q.u).label("u"), func.sum(q.rev).label("rev"),
+               func.sum(q.crev).label("crev"), func.sum(q.ko).label("ko"))
+        .group_by(q.arm, q.subject).subquery()
+    )
+    p = per_subject.c
+    columns: list[Any] = [p.arm, func.count().label("k_all"), func.sum(p.d * p.d).label("d2")]
+    for name in ("o", "k", "c", "u", "rev"):
+        col = getattr(p, name)
+        columns += [func.sum(col * col).label(f"{name}_y2"), func.sum(p.d * col).label(f"{name}_ny")]
+    columns += [
+        func.sum(case((p.c > 0, 1), else_=0)).label("k_conv"), func.sum(p.c * p.c).label("conv_n2"),
+        func.sum(p.crev * p.crev).label("crev_y2"), func.sum(p.c * p.crev).label("crev_ny"),
+        func.sum(case((p.o > 0, 1), else_=0)).label("k_open"), func.sum(p.o * p.o).label("open_n2"),
+        func.sum(p.ko * p.ko).label("ko_y2"), func.sum(p.o * p.ko).label("ko_ny"),
+    ]
+    out: dict[str, dict[str, SubjectSums]] = {}
+    for row in session.execute(select(*columns).group_by(p.arm)):
+        k, d2 = int(row.k_all), float(row.d2 or 0)
+        sums = {
+            f"{event}_rate": SubjectSums(k, d2, float(getattr(row, f"{name}_y2") or 0),
+                                         float(getattr(row, f"{name}_ny") or 0))
+            for name, event in (("o", "open"), ("k", "click"), ("c", "conversion"), ("u", "unsubscribe"))
+        }
+        sums["revenue_per_decision"] = SubjectSums(k, d2, float(row.rev_y2 or 0), float(row.rev_ny or 0))
+        sums["revenue_per_converter"] = SubjectSums(int(row.k_conv or 0), float(row.conv_n2 or 0),
+                                                    float(row.crev_y2 or 0), float(row.crev_ny or 0))
+        sums["click_to_open_rate"] = SubjectSums(int(row.k_open or 0), float(row.open_n2 or 0),
+                                                 float(row.ko_y2 or 0), float(row.ko_ny or 0))
+        out[row.arm] = sums
+    if spec.custom_events:
+        _custom_subject_sums(session, eid, out)
+    return out
+
+
+def _custom_subject_sums(session: Session, eid: int, out: dict[str, dict[str, SubjectSums]]) -> None:
+    """Add ``<event>_rate`` sums for the experiment's custom event types to ``out``."""
+    C = DecisionCustomOutcome
+    decided = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), func.count().label("d"))
+        .where(_a_scope(eid)).group_by(A.arm_key, A.subject_id).subquery()
+    )
+    reached = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), C.event_type.label("event"),
+               func.count().label("y"))
+        .select_from(A).join(C, C.assignment_id == A.id)
+        .where(_a_scope(eid), C.experiment_id == eid)
+        .group_by(A.arm_key, A.subject_id, C.event_type).subquery()
+    )
+    rows = session.execute(
+        select(reached.c.arm, reached.c.event, func.sum(reached.c.y * reached.c.y).label("y2"),
+               func.sum(decided.c.d * reached.c.y).label("ny"))
+        .select_from(reached)
+        .join(decided, and_(decided.c.arm == reached.c.arm, decided.c.subject == reached.c.subject))
+        .group_by(reached.c.arm, reached.c.event)
+    )
+    found = {(row.arm, row.event): row for row in rows}
+    for arm, sums in out.items():
+        base = sums["conversion_rate"]
+        for (a, event), row in found.items():
+            if a == arm:
+                sums[f"{event}_rate"] = SubjectSums(base.subjects, base.sum_n2, float(row.y2 or 0), float(row.ny or 0))
+
+
 def _reached(column: Any) -> ColumnElement[int]:
     return func.sum(case((column > 0, 1), else_=0))
 
@@ -103,6 +214,16 @@ def decision_value(spec: ExperimentSpec, metric: str) -> ColumnElement[float]:
     column = {"conversion_rate": O.conversions, "click_rate": O.clicks, "open_rate": O.opens,
               "unsubscribe_rate": O.unsubscribes}.get(metric, O.conversions)
     return cast(case((column > 0, 1.0), else_=0.0), Float)
+
+
+_PER_DECISION_METRICS = frozenset(
+    {"revenue_per_decision", "conversion_rate", "click_rate", "open_rate", "unsubscribe_rate"})
+
+
+def bandit_metric(spec: ExperimentSpec) -> str | None:
+    """The metric the bandit section and promotion's IPS sums measure: the decision metric where SQL has it."""
+    metric = spec.promotion.metric if spec.promotion else None
+    return metric if metric in _PER_DECISION_METRICS else None
 
 
 def reward_value(spec: ExperimentSpec) -> ColumnElement[float]:
@@ -155,6 +276,7 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
     is_bandit = isinstance(spec.allocation, BanditAllocation)
     weights = spec.fixed_weights()
     covariates = _covariate_stats(session, eid, spec) if spec.covariate else {}
+    clusters = subject_sums(session, eid, spec)
     ltv_stats = ltv_arm_stats(session, experiment, spec) if wants_ltv(session, spec) else {}
     arms = []
     for arm in spec.arms:
@@ -187,12 +309,13 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
             converter_revenue=MeanStats(reached["conversion"], float(o.conv_revenue or 0.0) if o else 0.0,
                                         float(o.conv_revenue2 or 0.0) if o else 0.0),
             covariate=covariates.get(arm.key),
+            clusters=clusters.get(arm.key),
             **_ltv_fields(ltv_stats.get(arm.key)),
         ))
     metrics = list(spec.metrics) + [f"{t}_rate" for t in spec.custom_events]
+    # LTV as the promotion metric stays LTV everywhere (sequential section included); without any known
+    # subject value it is not computed, and promotion says so instead of quietly using revenue.
     decision_metric = spec.promotion.metric if spec.promotion else "conversion_rate"
-    if decision_metric == "ltv_adjusted_value":
-        decision_metric = "revenue_per_decision"
     ltv = None
     if ltv_stats:
         from reports.ltv import compare_ltv
@@ -211,8 +334,8 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
         bandit=_bandit_input(session, eid, spec) if is_bandit else None,
         unattributed_events=unattributed_counts(session, eid),
         suppressed=suppressed_counts(session, eid),
-        srm_counts=_counts_before(session, eid, experiment.promoted_at) if experiment.promoted_at and not is_bandit
-        else None,
+        srm_counts={arm.key: 0 for arm in spec.arms} | _counts_before(session, eid, experiment.promoted_at)
+        if experiment.promoted_at and not is_bandit else None,
     )
 
 
@@ -229,7 +352,8 @@ def _counts_before(session: Session, eid: int, moment: Any) -> dict[str, int]:
 
 def wants_ltv(session: Session, spec: ExperimentSpec) -> bool:
     """LTV-adjusted value is computed when the experiment asks for it and some subject value is known."""
-    if "ltv_adjusted_value" not in spec.metrics and spec.reward.type != "ltv_adjusted":
+    promoted_on_ltv = spec.promotion is not None and spec.promotion.metric == "ltv_adjusted_value"
+    if "ltv_adjusted_value" not in spec.metrics and spec.reward.type != "ltv_adjusted" and not promoted_on_ltv:
         return False
     if spec.default_subject_value > 0 or spec.subject_value_field:
         return True
@@ -311,33 +435,39 @@ def _ltv_fields(stats: Any) -> dict[str, Any]:
 
 
 def _covariate_stats(session: Session, eid: int, spec: ExperimentSpec) -> dict[str, Any]:
+    """CUPED inputs per arm: per-decision sums of x, y and per-subject totals (to cluster on subjects)."""
     from reports.cuped import CovariateStats
 
     metric = spec.promotion.metric if spec.promotion else "conversion_rate"
-    y = decision_value(spec, metric)
-    xs = {
-        row.arm_key: row
-        for row in session.execute(
-            select(A.arm_key, func.count().label("n"), func.sum(A.covariate).label("sx"),
-                   func.sum(A.covariate * A.covariate).label("sx2"))
-            .where(_a_scope(eid), A.covariate.is_not(None)).group_by(A.arm_key)
-        )
-    }
-    ys = {
-        row.arm_key: row
-        for row in session.execute(
-            select(O.arm_key, func.sum(y).label("sy"), func.sum(y * y).label("sy2"),
-                   func.sum(O.covariate * y).label("sxy"))
-            .where(_o_scope(eid), O.covariate.is_not(None)).group_by(O.arm_key)
-        )
-    }
+    y = func.coalesce(decision_value(spec, metric), 0.0)
+    x = A.covariate
+    per_decision = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), x.label("x"), y.label("y"),
+               (x * x).label("x2"), (y * y).label("y2"), (x * y).label("xy"))
+        .select_from(A).outerjoin(O, O.assignment_id == A.id)
+        .where(_a_scope(eid), A.covariate.is_not(None)).subquery()
+    )
+    q = per_decision.c
+    per_subject = (
+        select(q.arm, func.count().label("d"), func.sum(q.x).label("x"), func.sum(q.y).label("y"),
+               func.sum(q.x2).label("x2"), func.sum(q.y2).label("y2"), func.sum(q.xy).label("xy"))
+        .group_by(q.arm, q.subject).subquery()
+    )
+    p = per_subject.c
     out = {}
-    for arm, x in xs.items():
-        yrow = ys.get(arm)
-        out[arm] = CovariateStats(
-            n=int(x.n), sum_x=float(x.sx or 0), sum_x2=float(x.sx2 or 0),
-            sum_y=float(yrow.sy or 0) if yrow else 0.0, sum_y2=float(yrow.sy2 or 0) if yrow else 0.0,
-            sum_xy=float(yrow.sxy or 0) if yrow else 0.0,
+    for row in session.execute(
+        select(p.arm, func.count().label("k"), func.sum(p.d).label("n"), func.sum(p.x).label("sx"),
+               func.sum(p.x2).label("sx2"), func.sum(p.y).label("sy"), func.sum(p.y2).label("sy2"),
+               func.sum(p.xy).label("sxy"), func.sum(p.d * p.d).label("n2"), func.sum(p.y * p.y).label("yy"),
+               func.sum(p.x * p.x).label("xx"), func.sum(p.x * p.y).label("xy_s"),
+               func.sum(p.d * p.y).label("ny"), func.sum(p.d * p.x).label("nx"))
+        .group_by(p.arm)
+    ):
+        out[row.arm] = CovariateStats(
+            n=int(row.n), sum_x=float(row.sx or 0), sum_x2=float(row.sx2 or 0), sum_y=float(row.sy or 0),
+            sum_y2=float(row.sy2 or 0), sum_xy=float(row.sxy or 0), subjects=int(row.k),
+            subject_n2=float(row.n2 or 0), subject_y2=float(row.yy or 0), subject_x2=float(row.xx or 0),
+            subject_xy=float(row.xy_s or 0), subject_ny=float(row.ny or 0), subject_nx=float(row.nx or 0),
         )
     return out
 
@@ -385,7 +515,8 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
 
     from .clock import utcnow
 
-    r = reward_value(spec)
+    metric = bandit_metric(spec)
+    r = decision_value(spec, metric) if metric is not None else reward_value(spec)
     cutoff = utcnow() - timedelta(seconds=spec.reward_wait_seconds)
     matured = A.created_at <= cutoff
     pending = session.scalar(select(func.count()).select_from(A).where(_a_scope(eid), ~matured)) or 0
@@ -425,22 +556,28 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
             .where(a_matured(eid)).group_by(A.arm_key)
         )
     }
-    weighted = {
-        row.arm_key: row
-        for row in session.execute(
-            select(O.arm_key, func.sum(w * r).label("swr"), func.sum(w * w * r).label("sw2r"),
-                   func.sum(w * w * r * r).label("sw2r2"))
-            .where(o_matured(eid)).group_by(O.arm_key)
-        )
-    }
-    ipw = []
-    for arm, row in weights.items():
-        extra = weighted.get(arm)
-        ipw.append(IpwArmStats(
-            arm=arm, sum_w=float(row.sw or 0), sum_wr=float(extra.swr or 0) if extra else 0.0,
-            sum_w2=float(row.sw2 or 0), sum_w2r=float(extra.sw2r or 0) if extra else 0.0,
-            sum_w2r2=float(extra.sw2r2 or 0) if extra else 0.0,
-        ))
+    def ipw_sums(value: Any) -> list[IpwArmStats]:
+        weighted = {
+            row.arm_key: row
+            for row in session.execute(
+                select(O.arm_key, func.sum(w * value).label("swr"), func.sum(w * w * value).label("sw2r"),
+                       func.sum(w * w * value * value).label("sw2r2"))
+                .where(o_matured(eid)).group_by(O.arm_key)
+            )
+        }
+        out = []
+        for arm, row in weights.items():
+            extra = weighted.get(arm)
+            out.append(IpwArmStats(
+                arm=arm, sum_w=float(row.sw or 0), sum_wr=float(extra.swr or 0) if extra else 0.0,
+                sum_w2=float(row.sw2 or 0), sum_w2r=float(extra.sw2r or 0) if extra else 0.0,
+                sum_w2r2=float(extra.sw2r2 or 0) if extra else 0.0,
+            ))
+        return out
+
+    ipw = ipw_sums(r)
+    guardrail_ipw = {g.metric: ipw_sums(decision_value(spec, g.metric)) for g in spec.guardrails
+                     if g.metric in _PER_DECISION_METRICS}
     n_total = session.scalar(select(func.count()).select_from(A).where(a_matured(eid))) or 0
     groups = {}
     for holdout in (True, False):
@@ -452,8 +589,48 @@ def _bandit_input(session: Session, eid: int, spec: ExperimentSpec) -> BanditInp
         ).one()
         groups[holdout] = MeanStats(int(n), float(sums.s or 0), float(sums.s2 or 0)) if n else None
     return BanditInput(periods=periods, ipw=ipw, n_total=int(n_total), holdout=groups[True], policy=groups[False],
-                       pending=int(pending))
+                       pending=int(pending), metric=metric, guardrail_ipw=guardrail_ipw,
+                       ips_clusters=_ips_subject_sums(session, a_matured(eid), spec, r))
 
+
+MAX_CLUSTERED_BANDIT_ARMS = 10  # per-subject cross sums grow with the square of the arms
+
+
+def _ips_subject_sums(session: Session, decisions: ColumnElement[bool], spec: ExperimentSpec, r: Any) -> Any:
+    """Per-subject sums of the IPS terms of each arm (and their cross products), to cluster on subjects,
+    over the `decisions` given (the matured ones)."""
+    from reports.bandit import IpsSubjectSums
+
+    keys = [arm.key for arm in spec.arms]
+    if len(keys) > MAX_CLUSTERED_BANDIT_ARMS:
+        return None
+    wr = func.coalesce(r, 0.0) / A.propensity
+    per_decision = (
+        select(A.arm_key.label("arm"), A.subject_id.label("subject"), wr.label("wr"))
+        .select_from(A).outerjoin(O, O.assignment_id == A.id).where(decisions).subquery()
+    )
+    q = per_decision.c
+    per_subject = (
+        select(func.count().label("n"),
+               *[func.sum(case((q.arm == key, q.wr), else_=0.0)).label(f"z{i}") for i, key in enumerate(keys)])
+        .group_by(q.subject).subquery()
+    )
+    p = per_subject.c
+    z = [getattr(p, f"z{i}") for i in range(len(keys))]
+    columns: list[Any] = [func.count().label("k"), func.sum(p.n * p.n).label("n2")]
+    columns += [func.sum(zi * zi).label(f"zz{i}") for i, zi in enumerate(z)]
+    columns += [func.sum(p.n * zi).label(f"nz{i}") for i, zi in enumerate(z)]
+    pairs = [(i, j) for i in range(len(keys)) for j in range(i + 1, len(keys))]
+    columns += [func.sum(z[i] * z[j]).label(f"x{i}_{j}") for i, j in pairs]
+    row = session.execute(select(*columns)).one()
+    if not row.k:
+        return None
+    return IpsSubjectSums(
+        subjects=int(row.k), sum_n2=float(row.n2 or 0),
+        sum_z2={key: float(getattr(row, f"zz{i}") or 0) for i, key in enumerate(keys)},
+        sum_nz={key: float(getattr(row, f"nz{i}") or 0) for i, key in enumerate(keys)},
+        cross={"|".join(sorted((keys[i], keys[j]))): float(getattr(row, f"x{i}_{j}") or 0) for i, j in pairs},
+    )
 
 
 def suppressed_counts(session: Session, eid: int) -> dict[str, int]:

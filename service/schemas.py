@@ -213,6 +213,8 @@ class PowerRequest(_In):
     daily_traffic: float | None = Field(default=None, gt=0, description="decisions per day over all arms")
     alternative: Literal["two-sided", "larger", "smaller"] = "two-sided"
     correction: Literal["none", "bonferroni"] = "none"
+    sequential_tuning_n: float = Field(
+        default=10_000, gt=0, le=1e12, description="the always-valid interval's tuning, as the promotion job uses it")
 
 
 class ImportQuery(BaseModel):
@@ -264,12 +266,16 @@ class ConditionOut(BaseModel):
 
 class PromotionDecisionOut(BaseModel):
     experiment: str
-    action: Literal["promote", "notify", "wait", "none"]
+    action: Literal["promote", "notify", "wait", "stop", "none"]
     winner: str | None
     promoted_winner: str | None
     conditions: list[ConditionOut]
     summary: str
     statistics: dict[str, Any]
+    reason: str | None = Field(default=None, description="with action stop: the harm found")
+    stop_reason: str | None = None
+    post_promotion: dict[str, Any] | None = Field(
+        default=None, description="after promotion: the winner against its holdback on matured decisions")
 
 
 class PromoteBody(_In):

@@ -14,7 +14,7 @@ from ..app import BEARER
 from ..auth import current_caller
 from ..errors import ApiError
 from ..models import Experiment, Webhook, WebhookDelivery
-from ..promotion import decide, decision_json, promote, rollback
+from ..promotion import decide, decision_json, promote, rollback, watch
 from ..schemas import (
     ExperimentOut,
     ExperimentPath,
@@ -40,7 +40,7 @@ def promotion_decision(path: ExperimentPath) -> Response:
     """Would the rule promote now, and why or why not, in words and numbers."""
     session = db.session()
     experiment = store.get(session, path.key)
-    return jsonify(decision_json(experiment, decide(session, experiment)))
+    return jsonify(decision_json(experiment, decide(session, experiment), watch(session, experiment)))
 
 
 @api.post("/experiments/<key>/promote", responses={200: ExperimentOut})

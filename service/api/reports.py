@@ -76,7 +76,7 @@ def segment_reports(path: ExperimentPath, query: SegmentQuery) -> Response:
 @api.post("/power", responses={200: PowerOut})
 @requires("reports", "analyst")
 def power(body: PowerRequest) -> Response:
-    """Sample size per arm, minimum detectable effect, or duration (statsmodels power functions)."""
+    """Sample size per arm, minimum detectable effect, or duration: fixed-horizon and for promotion's always-valid rule."""
     from dataclasses import asdict
 
     from reports.power import plan_mean, plan_rate
@@ -84,7 +84,7 @@ def power(body: PowerRequest) -> Response:
     common: dict[str, Any] = dict(
         mde_relative=body.mde_relative, sample_size_per_arm=body.sample_size_per_arm, alpha=body.alpha,
         power=body.power, arms=body.arms, daily_traffic=body.daily_traffic, alternative=body.alternative,
-        correction=body.correction,
+        correction=body.correction, sequential_tuning_n=body.sequential_tuning_n,
     )
     try:
         if body.metric_type == "rate":

@@ -184,7 +184,7 @@ def status_label(experiment: dict[str, Any]) -> str:
 def audit_summary(action: str, details: dict[str, Any] | None) -> str:
     """One line that says what an audit entry changed."""
     d = details or {}
-    if action in ("start", "pause", "conclude", "promote") and "status_after" in d:
+    if action in ("start", "pause", "conclude", "promote", "stop") and "status_after" in d:
         text = f"{d.get('status_before', '?')} → {d['status_after']}"
         if d.get("winner"):
             text += f", winner {d['winner']}"

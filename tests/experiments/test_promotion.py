@@ -107,26 +107,35 @@ def test_leader_that_does_not_clearly_beat_another_arm_waits() -> None:
 
 def test_winner_that_breaks_the_unsubscribe_guardrail_is_not_promoted() -> None:
     # womens doubles unsubscribes: 0.60% against control's 0.30%.
+    # The always-valid interval shows the harm and the estimate is beyond the bound: a clear breach, so stop.
     decision = evaluate_promotion(_hillstrom_like(womens_unsubscribes=180), RULE, [UNSUBSCRIBE], 9 * DAY, "running")
-    assert decision.action == "wait" and decision.winner is None
+    assert decision.action == "stop" and decision.winner is None
     assert _failing(decision) == ["guardrail:unsubscribe_rate"]
     guard = _by_name(decision)["guardrail:unsubscribe_rate"]
-    assert guard.detail.startswith("unsubscribe rate: womens 0.60% vs control 0.30% (+100.0%)")
-    assert "breaks the bound of +10%" in guard.detail
+    assert guard.detail.startswith(
+        "unsubscribe rate (rule: harm, fails on evidence of harm): womens 0.60% vs control 0.30% (+100.0%)")
+    assert "the point estimate is beyond the bound (+10%)" in guard.detail
     assert guard.values["relative_change"] == pytest.approx(1.0)
-    assert "unsubscribe rate" in decision.summary
+    assert decision.stop_reason is not None and "womens clearly breaches the unsubscribe rate guardrail" in (
+        decision.stop_reason)
+    assert decision.summary.startswith("Stop: womens clearly breaches") and "on_harm" in decision.summary
 
 
-def test_guardrail_fails_while_a_breach_cannot_be_ruled_out() -> None:
+def test_non_inferiority_guardrail_fails_while_a_breach_cannot_be_ruled_out() -> None:
     # A 5.6% rise is within the 10% bound, but 30,000 decisions cannot rule out +10% at a 0.3% base
-    # rate; a bound of +200% can be ruled out with the same data.
+    # rate; a bound of +200% can be ruled out with the same data. The default mode sees no harm.
     inp = _hillstrom_like(womens_unsubscribes=95)
-    strict = evaluate_promotion(inp, RULE, [UNSUBSCRIBE], 9 * DAY, "running")
+    non_inferiority = UNSUBSCRIBE.model_copy(update={"mode": "non_inferiority"})
+    strict = evaluate_promotion(inp, RULE, [non_inferiority], 9 * DAY, "running")
     guard = _by_name(strict)["guardrail:unsubscribe_rate"]
     assert strict.action == "wait" and not guard.passed
     assert "cannot be ruled out yet" in guard.detail and "need more data" in guard.detail
-    assert guard.values["ci_high"] > guard.values["allowed_increase"] > 0
-    loose = Guardrail(metric="unsubscribe_rate", max_relative_increase=2.0)
+    assert "rule: non-inferiority" in guard.detail
+    assert guard.values["ci_high"] > 0.10 * guard.values["control_value"] > 0
+    harm = evaluate_promotion(inp, RULE, [UNSUBSCRIBE], 9 * DAY, "running")
+    assert harm.action == "promote" and "no evidence of harm" in _by_name(harm)["guardrail:unsubscribe_rate"].detail
+    assert "rule: harm" in harm.summary
+    loose = Guardrail(metric="unsubscribe_rate", max_relative_increase=2.0, mode="non_inferiority")
     relaxed = evaluate_promotion(inp, RULE, [loose], 9 * DAY, "running")
     assert relaxed.action == "promote" and _by_name(relaxed)["guardrail:unsubscribe_rate"].passed
 
@@ -143,7 +152,7 @@ def test_guardrail_on_a_decrease_uses_the_lower_bound() -> None:
     arms[0] = _arm("control", 30_000, 1_500, control=True, revenue=MeanStats(30_000, 5.0 * 30_000, 50.0 * 30_000))
     down = evaluate_promotion(ReportInput("spring-email", "fixed", arms), RULE, [revenue_floor], 9 * DAY, "running")
     guard = _by_name(down)["guardrail:revenue_per_decision"]
-    assert down.action == "wait" and not guard.passed and "-60.0%" in guard.detail
+    assert down.action == "stop" and not guard.passed and "-60.0%" in guard.detail
 
 
 # --- SRM, minimums, control leading ------------------------------------------------------------
@@ -189,19 +198,24 @@ def test_minimums_alone_hold_back_a_clear_winner(runtime_days: float, min_decisi
     assert decision.action == "wait" and _failing(decision) == [blocked]
 
 
-@pytest.mark.parametrize("control_conversions, head", [(1_950, "control is leading"), (1_560, "no arm leads control")])
-def test_control_leading_waits(control_conversions: int, head: str) -> None:
+@pytest.mark.parametrize("control_conversions, head, action", [
+    (1_950, "control is leading", "stop"), (1_560, "no arm leads control", "wait"),
+])  # fmt: skip
+def test_control_leading_waits_or_stops(control_conversions: int, head: str, action: str) -> None:
     inp = ReportInput("spring-email", "fixed", [
         _arm("control", 30_000, control_conversions, control=True),
         _arm("mens", 30_000, 1_500),
         _arm("womens", 30_000, 1_560),
     ])  # fmt: skip
     decision = evaluate_promotion(inp, RULE, [], 9 * DAY, "running")
-    assert decision.action == "wait" and decision.winner is None
+    assert decision.action == action and decision.winner is None
     beats = _by_name(decision)["beats_control"]
     assert not beats.passed and beats.detail.startswith(f"{head} on conversion rate: the best other arm, womens")
     assert beats.values["leading"] == "control"
-    assert head in decision.summary
+    if action == "stop":  # 6.5% control against 5.0% and 5.2%: every treatment clearly worse
+        assert decision.summary.startswith("Stop: every treatment is clearly worse than control on conversion rate")
+    else:
+        assert head in decision.summary and decision.stop_reason is None
 
 
 def test_leader_not_yet_clear_says_how_far_it_is() -> None:
@@ -231,21 +245,16 @@ def test_only_a_running_experiment_is_promoted(status: str) -> None:
     assert status in decision.summary
 
 
-def test_bandit_may_be_promoted_on_its_chance_to_be_best() -> None:
-    # 6.3% against 5.0% on 3,000 decisions each: a 98.7% chance to be best, but the always-valid
-    # interval still includes 0.
+def test_bandit_is_compared_by_ips_not_by_pooled_totals() -> None:
+    # Pooled totals say 6.3% against 5.0% on 3,000 decisions each; without logged propensities a
+    # bandit cannot be compared at all, and a Bayesian chance to be best is no longer a way in.
     inp = ReportInput("spring-email", "bandit", [
         _arm("control", 3_000, 150, control=True, share=0.5), _arm("womens", 3_000, 190, share=0.5),
     ])  # fmt: skip
-    fixed = evaluate_promotion(inp, RULE, [], 9 * DAY, "running")
-    assert fixed.action == "wait" and _failing(fixed) == ["beats_control"]
-    bandit = evaluate_promotion(inp, RULE, [], 9 * DAY, "running", is_bandit=True)
-    chance = _by_name(bandit)["chance_to_be_best"]
-    assert chance.passed and chance.values["chance_to_be_best"] >= 0.95
-    assert bandit.action == "promote" and bandit.winner == "womens"
-    assert "chance to be best" in bandit.summary
-    strict = RULE.model_copy(update={"confidence": 0.995})
-    assert evaluate_promotion(inp, strict, [], 9 * DAY, "running", is_bandit=True).action == "wait"
+    bandit = evaluate_promotion(inp, RULE, [], 9 * DAY, "running")
+    assert bandit.action == "wait" and "chance_to_be_best" not in _by_name(bandit)
+    assert "no logged propensities" in _by_name(bandit)["beats_control"].detail, bandit.conditions
+    assert bandit.statistics["estimator"] == "ips"
 
 
 def test_negative_runtime_is_refused() -> None:
@@ -273,7 +282,7 @@ def test_statistics_are_json_without_nan(inp: ReportInput) -> None:
     for c in decision.conditions:
         json.dumps(c.values, allow_nan=False)
         assert all(not (isinstance(v, float) and not math.isfinite(v)) for v in c.values.values())
-    assert decision.action == "wait"
+    assert decision.action == ("stop" if inp.experiment == "spring-email" else "wait")
 
 
 # --- A/A: peeking daily must not find winners -------------------------------------------------

@@ -360,3 +360,38 @@ def test_bandit_without_data_yet():
     assert report.srm.method == "propensity_balance" and report.srm.error == "NOT_ENOUGH_ARMS"
     assert not report.srm.warning
     _json(report)
+
+
+# --- badges agree with the intervals shown; totals per arm --------------------------------------
+
+
+def _few_events_arm(name: str, conversions: int, control: bool = False) -> ArmSummary:
+    reached = {"conversion": conversions}
+    return ArmSummary(
+        arm=name, is_control=control, expected_share=0.5, decisions=1_000, subjects=1_000, reached=reached,
+        event_counts={"conversion": conversions + 2}, revenue=MeanStats(1_000, 30.0 * conversions, 900.0 * conversions),
+        converter_revenue=MeanStats(conversions, 30.0 * conversions, 900.0 * conversions),
+    )  # fmt: skip
+
+
+def test_significant_badge_never_sits_next_to_an_interval_that_contains_zero() -> None:
+    # 3 against 12 conversions in 1,000: the pooled z-test says p = 0.019, but the delta-method lift
+    # interval (about -200% to +800%) contains 0, so no badge.
+    report = build_report(ReportInput("few", "fixed", [_few_events_arm("control", 3, control=True),
+                                                       _few_events_arm("b", 12)], metrics=("conversion_rate",)))
+    row = next(r for m in report.metrics if m.metric == "conversion_rate" for r in m.arms if r.arm == "b")
+    assert row.p_value_holm < 0.05
+    assert row.lift_ci_low < 0 < row.lift_ci_high
+    assert row.significant is False
+    # and with clear evidence the badge stays
+    clear = build_report(ReportInput("clear", "fixed", [_few_events_arm("control", 30, control=True),
+                                                        _few_events_arm("b", 90)], metrics=("conversion_rate",)))
+    row = next(r for m in clear.metrics if m.metric == "conversion_rate" for r in m.arms if r.arm == "b")
+    assert row.significant is True and row.lift_ci_low > 0
+
+
+def test_report_has_totals_per_arm() -> None:
+    report = build_report(ReportInput("few", "fixed", [_few_events_arm("control", 3, control=True),
+                                                       _few_events_arm("b", 12)]))
+    b = next(a for a in report.arms if a.arm == "b")
+    assert b.revenue_total == pytest.approx(360.0) and b.event_counts == {"conversion": 14}

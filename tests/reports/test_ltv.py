@@ -319,13 +319,15 @@ def test_arm_summary_ltv_carries_the_cluster_robust_standard_error_into_the_repo
         row, mine = rows[name], ltv.arm(name)
         assert row.n == arms[name].n_decisions
         assert row.value == pytest.approx(mine.value.value, rel=1e-12)
-        # same standard error; only the t quantile's df differs (decisions - 1 vs subjects - 1)
-        report_se = (row.ci_high - row.ci_low) / (2 * t_critical(0.95, row.n - 1))
+        # same standard error and the same degrees of freedom (subjects - 1): the subject is the unit
+        report_se = (row.ci_high - row.ci_low) / (2 * t_critical(0.95, arms[name].n_subjects - 1))
         assert report_se == pytest.approx(mine.value.std_error, rel=1e-9)
     assert rows["b"].diff == pytest.approx(ltv.arm("b").diff.value, rel=1e-12)
     assert (rows["b"].diff_ci_low, rows["b"].diff_ci_high) == pytest.approx(
-        (ltv.arm("b").diff.ci_low, ltv.arm("b").diff.ci_high), rel=1e-3
+        (ltv.arm("b").diff.ci_low, ltv.arm("b").diff.ci_high), rel=1e-9
     )
+    # one p-value per comparison: the metrics table and the LTV section agree
+    assert rows["b"].p_value == pytest.approx(ltv.arm("b").p_value, rel=1e-9)
     components = report.arms[1].ltv_components
     assert set(components) == set(COMPONENTS)
     assert sum(components.values()) == pytest.approx(rows["b"].value, rel=1e-12)

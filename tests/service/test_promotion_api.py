@@ -70,10 +70,12 @@ def test_guardrail_breach_blocks_promotion(app: Any, api: Any) -> None:
     running_hillstrom(api, extra={"guardrails": [{"metric": "click_rate", "max_relative_increase": 0.05}]})
     clock.advance(8 * DAY)
     decision = api.call("GET", "/v1/experiments/hillstrom/decision").get_json()
-    assert decision["action"] == "wait"
+    # a clear breach: stop is recommended (the rule does not ask the job to pause)
+    assert decision["action"] == "stop" and "clearly breaches the click rate guardrail" in decision["reason"]
     guard = next(c for c in decision["conditions"] if c["name"].startswith("guardrail:"))
     assert guard["passed"] is False and "click_rate" in guard["name"]
     assert run_job(app)[0]["promoted"] is False
+    assert api.call("GET", "/v1/experiments/hillstrom").get_json()["status"] == "running"
 
 
 def test_sample_ratio_mismatch_blocks_promotion(app: Any, api: Any) -> None:
