@@ -343,7 +343,7 @@ class SubjectValue(Base):
     __tablename__ = "subject_values"
 
     subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    model_id: Mapped[int] = mapped_column(Integer)  # the clv_models row; no key check (see migration 0014)
+    model_id: Mapped[int] = mapped_column(Integer)  # the clv_models row; no key check (see migration 0012)
     expected_value: Mapped[float] = mapped_column(Float)
     probability_alive: Mapped[float] = mapped_column(Float)
     expected_purchases: Mapped[float] = mapped_column(Float)

@@ -9,8 +9,8 @@ clv_models row they point to, and clv_models rows are never deleted; the foreign
 key only cost a check per row: on PostgreSQL 0.15-0.28 s of the 0.19-0.32 s COPY of
 CDNOW's 23,570 values (0.04-0.09 s without it).
 
-Revision ID: 0014
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-05
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
