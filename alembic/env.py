@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from service import config as service_config
-from service.models import Base
+from service.store.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")

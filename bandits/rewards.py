@@ -2,7 +2,7 @@
 
 Rewards arrive late, so a decision is learned from only once it has matured: once it is
 the reward wait old, the same age for every decision whatever its outcome (the service
-decides when; see service/learning.py). Its reward is then what arrived within the wait:
+decides when; see service/jobs/learning.py). Its reward is then what arrived within the wait:
 1 for a binary reward when the rewarding event arrived (the revenue for a value reward),
 else the definition's default (0 unless configured). Learning a success the moment it
 arrives, and a failure only when a window closes, would show a policy successes without

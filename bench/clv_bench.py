@@ -6,7 +6,7 @@ Run: python bench/clv_bench.py [--customers N] [--seed S] [--no-synthetic] [--no
    summarise the raw log, fit BG/NBD and Gamma-Gamma.
 2. The service path on the same purchases (imported first, not timed): the library
    alone (summary, both models, P(alive), expected purchases and the 52-week value of
-   every customer) next to `service.value.fit` as of 1997-09-30, which also reads the
+   every customer) next to `service.usecases.value.fit` as of 1997-09-30, which also reads the
    purchases from the database and writes every customer's values, on SQLite and on a
    fresh PostgreSQL database; with and without the holdout to 1998-06-30.
 3. N customers drawn from the BG/NBD + Gamma-Gamma generative process with the
@@ -114,13 +114,13 @@ def library_path(ids: np.ndarray, days: np.ndarray, amounts: np.ndarray, holdout
 
 def service_rows(ids: np.ndarray, days: np.ndarray, amounts: np.ndarray, runs: int,
                  postgres: bool) -> list[tuple[str, list[float]]]:
-    """Wall times of the library alone and of service.value.fit on SQLite and PostgreSQL."""
+    """Wall times of the library alone and of service.usecases.value.fit on SQLite and PostgreSQL."""
     import tempfile
     from contextlib import ExitStack
 
-    from service import db as db_module
-    from service.value import import_transactions, parse_moment
-    from service.value import fit as service_fit
+    from service.store import db as db_module
+    from service.usecases.value import import_transactions, parse_moment
+    from service.usecases.value import fit as service_fit
 
     lines = ["subject_id,date,amount"]
     lines += [f"{i:05d},{d},{a:.2f}" for i, d, a in zip(ids.tolist(), days.astype(str).tolist(), amounts.tolist())]

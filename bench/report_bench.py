@@ -11,7 +11,7 @@
    ANALYZE, as autovacuum would have done on a live system.
 3. The report through gunicorn (JSON), --repeat times after one warm-up call;
    the median is compared with the floor: the aggregate queries the report
-   runs (captured from service/report_queries.py as it builds the report, then
+   runs (captured from service/store/report_queries.py as it builds the report, then
    replayed directly through psycopg 3), summed.
 
 Run: .venv/bin/python bench/report_bench.py [--decisions 1000000] [--events 3000000] [--repeat 5]
@@ -214,9 +214,9 @@ def in_process(db: Database, key: str) -> tuple[list[tuple[str, Any]], dict[str,
     from sqlalchemy import event
 
     from reports import build_report, report_to_dict
-    from service import db as db_module
+    from service.store import db as db_module
     from service.app import create_app
-    from service.report_queries import report_input
+    from service.store.report_queries import report_input
     from service.store import experiments as store
 
     app = create_app({"DATABASE_URL": db.url})

@@ -14,10 +14,10 @@ from flask_openapi3 import Info, OpenAPI
 
 from experiments import validity
 
-from . import config as config_module
-from . import db as db_module
-from . import errors, observability
-from .auth import check_request
+from service import config as config_module
+from service.store import db as db_module
+from service.http import errors, observability
+from service.http.auth import check_request
 
 log = logging.getLogger("nextbest")
 
@@ -148,12 +148,12 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
     _register_request_hooks(app)
     _register_blueprints(app)
     _register_openapi_routes(app)
-    from . import jobs
+    from service.jobs import scheduler as jobs
 
     jobs.start(app)
     _start_key_cache(app)
     if config_module.switched_on(app.config, "NEXTBEST_DIRECT_ASSIGN"):
-        from .direct_assign import DirectAssign
+        from service.http.direct_assign import DirectAssign
 
         app.wsgi_app = DirectAssign(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
@@ -162,7 +162,7 @@ def create_app(config: dict[str, Any] | None = None) -> OpenAPI:
 def _start_key_cache(app: OpenAPI) -> None:
     if not config_module.switched_on(app.config, "NEXTBEST_KEY_CACHE") or not str(app.config["DATABASE_URL"]).startswith("postgresql"):
         return
-    from . import keycache
+    from service.http import keycache
 
     cache = keycache.KeyCache()
     app.extensions["nextbest.keycache"] = cache
@@ -260,13 +260,12 @@ def _register_request_hooks(app: OpenAPI) -> None:
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from .api import (decisions, evaluation, events, experiments, health, imports, nba, promotions, reports,
-                      subjects, value)
+    from service.http.api import decisions, evaluation, events, experiments, health, imports, nba, promotions, reports, subjects, value
 
     for module in (health, experiments, decisions, nba, events, imports, reports, evaluation, promotions, subjects,
                    value):
         app.register_api(module.api)
-    from .dashboard import bp as dashboard
+    from service.http.dashboard import bp as dashboard
 
     app.register_blueprint(dashboard)
     for endpoint, scope in _declared_scopes().items():
@@ -274,7 +273,7 @@ def _register_blueprints(app: OpenAPI) -> None:
 
 
 def _declared_scopes() -> dict[str, str]:
-    from .api import scoping
+    from service.http.api import scoping
 
     return dict(scoping.DECLARED)
 
@@ -287,7 +286,7 @@ def _register_openapi_routes(app: OpenAPI) -> None:
     @app.get("/metrics", doc_ui=False)
     def metrics() -> Response:
         """Prometheus metrics of every worker (a metrics or admin key)."""
-        from .metrics_state import DatabaseState
+        from service.http.metrics_state import DatabaseState
 
         check_request(db_module.session, "metrics")
         return observability.metrics_response(DatabaseState(db_module.get_db(app)))

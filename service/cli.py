@@ -16,9 +16,9 @@ from typing import Any
 import click
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from . import config as config_module
-from . import db as db_module
-from .errors import ApiError
+from service import config as config_module
+from service.store import db as db_module
+from service.http.errors import ApiError
 
 # 2 is click's own code for a usage error (an unknown option, a missing argument).
 EXIT_CODES = {"error": 1, "usage": 2, "not_found": 3, "invalid": 4, "database_unavailable": 5}
@@ -95,13 +95,13 @@ def serve(host: str, port: int, workers: int, threads: int, background: bool, pi
         click.echo("warning: NEXTBEST_SECRET_KEY is not set; dashboard sign-ins will not survive a change of "
                    "worker. Set it to a long random string.", err=True)
     if background:
-        from .background import start_in_background
+        from service.run.background import start_in_background
 
         pid = start_in_background(["serve", "--host", host, "--port", str(port), "--workers", str(workers),
                                    "--threads", str(threads)], host, port, pid_file, log_file)
         click.echo(f"serving on http://{host}:{port} (pid {pid}, log in {log_file}); stop it with `nextbest stop`")
         return
-    from .wsgi_server import run
+    from service.run.wsgi_server import run
 
     run(host=host, port=port, workers=workers, threads=threads)
 
@@ -110,7 +110,7 @@ def serve(host: str, port: int, workers: int, threads: int, background: bool, pi
 @click.option("--pid-file", default="nextbest.pid", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
 def stop(pid_file: Path) -> None:
     """Stop a server started with `serve --background`; in-flight requests finish first."""
-    from .background import stop_background
+    from service.run.background import stop_background
 
     pid = stop_background(pid_file)
     click.echo(f"stopped the server (pid {pid})" if pid else "no server was running")
@@ -160,7 +160,7 @@ def keys() -> None:
 @click.option("--name", required=True)
 def keys_create(scope: str, name: str) -> None:
     """Create a key; its secret is printed once, on the last line."""
-    from .auth import create_key
+    from service.http.auth import create_key
 
     database = _database()
     _require_migrated(database)
@@ -175,7 +175,7 @@ def keys_list() -> None:
     """List keys (never their secrets)."""
     from sqlalchemy import select
 
-    from .models import ApiKey
+    from service.store.models import ApiKey
 
     database = _database()
     with database.session() as session:
@@ -188,7 +188,7 @@ def keys_list() -> None:
 @click.argument("ident")
 def keys_revoke(ident: str) -> None:
     """Revoke one key by id, prefix or name; takes effect at once on every worker."""
-    from .auth import revoke_key
+    from service.http.auth import revoke_key
 
     database = _database()
     with database.session() as session:
@@ -210,7 +210,7 @@ def experiments_create(spec_file: Any) -> None:
 
     from experiments.spec import ExperimentSpec
 
-    from .store import experiments as store
+    from service.store import experiments as store
 
     try:
         spec = ExperimentSpec.model_validate(json.load(spec_file))
@@ -231,7 +231,7 @@ def experiments_list(status: str | None) -> None:
     """One line per experiment: key, status, allocation, winner, name."""
     from sqlalchemy import select
 
-    from .models import Experiment
+    from service.store.models import Experiment
 
     database = _database()
     _require_migrated(database)
@@ -250,7 +250,7 @@ def experiments_list(status: str | None) -> None:
 @click.argument("key")
 def experiments_show(key: str) -> None:
     """The stored experiment as JSON, as GET /v1/experiments/KEY returns it."""
-    from .store import experiments as store
+    from service.store import experiments as store
 
     database = _database()
     _require_migrated(database)
@@ -259,7 +259,7 @@ def experiments_show(key: str) -> None:
 
 
 def _lifecycle(key: str, action: str, reason: str | None, winner: str | None = None) -> None:
-    from .store import experiments as store
+    from service.store import experiments as store
 
     database = _database()
     _require_migrated(database)
@@ -304,7 +304,7 @@ def experiments_conclude(key: str, winner: str | None, reason: str | None) -> No
 def import_history(experiment: str, file: Path, fmt: str | None, columns: str | None,
                    generate_subject_ids: bool) -> None:
     """Import logged decisions and their outcomes from CSV or JSON lines."""
-    from .history import import_file
+    from service.store.history import import_file
 
     database = _database()
     _require_migrated(database)
@@ -343,8 +343,8 @@ def report(experiment: str, fmt: str) -> None:
     """Print an experiment's report."""
     from reports import build_report, report_to_csv, report_to_dict
 
-    from .report_queries import report_input
-    from .store import experiments as store
+    from service.store.report_queries import report_input
+    from service.store import experiments as store
 
     database = _database()
     with database.session() as session:
@@ -361,9 +361,9 @@ def report(experiment: str, fmt: str) -> None:
 @click.option("--experiment", "key", default=None, help="only this experiment")
 def refit_command(full: bool, key: str | None) -> None:
     """Train bandit policies on newly known rewards and store new snapshots (for cron)."""
-    from .config import reward_grace_seconds
-    from .leases import holder_name
-    from .learning import refit_all
+    from service.config import reward_grace_seconds
+    from service.jobs.leases import holder_name
+    from service.jobs.learning import refit_all
 
     database = _database()
     _require_migrated(database)
@@ -383,8 +383,8 @@ def refit_command(full: bool, key: str | None) -> None:
 @click.option("--refit-every", default=1000, show_default=True)
 def evaluate_command(experiment: str, candidates: Path, refit_every: int) -> None:
     """Off-policy evaluation of the candidates in a JSON file ({"candidates": [...]}) on the logged decisions."""
-    from .api.evaluation import evaluate_experiment
-    from .schemas import EvaluateRequest
+    from service.http.api.evaluation import evaluate_experiment
+    from service.http.schemas import EvaluateRequest
 
     body = json.loads(candidates.read_text())
     body.setdefault("refit_every", refit_every)
@@ -398,9 +398,9 @@ def evaluate_command(experiment: str, candidates: Path, refit_every: int) -> Non
 @main.command("promote")
 def promote_command() -> None:
     """Evaluate promotion rules, promote clear winners, deliver due webhooks (for cron)."""
-    from .leases import holder_name
-    from .promotion import evaluate_all
-    from .webhooks import deliver_due
+    from service.jobs.leases import holder_name
+    from service.jobs.promotion import evaluate_all
+    from service.jobs.webhooks import deliver_due
 
     database = _database()
     _require_migrated(database)
@@ -423,7 +423,7 @@ def transactions() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def transactions_import(file: Path) -> None:
     """Import purchases: subject_id, occurred_at (or date), amount, optional transaction_id."""
-    from .value import import_transactions
+    from service.usecases.value import import_transactions
 
     database = _database()
     _require_migrated(database)
@@ -451,8 +451,8 @@ def clv() -> None:
 def clv_fit(as_of: str | None, holdout_end: str | None, model: str, horizon_weeks: int,
             discount_rate_per_week: float) -> None:
     """Fit BG/NBD (or MBG/NBD) + Gamma-Gamma on the purchases up to --as-of; store per-subject values."""
-    from .errors import ApiError
-    from .value import fit, parse_moment
+    from service.http.errors import ApiError
+    from service.usecases.value import fit, parse_moment
 
     try:
         start = parse_moment(as_of, "--as-of") if as_of else None
@@ -481,7 +481,7 @@ def clv_fit(as_of: str | None, holdout_end: str | None, model: str, horizon_week
               help="keep the dashboard running afterwards (default: only when run from a terminal)")
 def demo(days: int, per_day: int, out: Path, data: Path | None, port: int, keep_serving: bool | None) -> None:
     """Run the whole loop on the real Hillstrom customers, then leave the dashboard running."""
-    from .demo import run_demo
+    from service.run.demo import run_demo
 
     data = data or _find_data("hillstrom.csv")
     if keep_serving is None:

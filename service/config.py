@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_POLICY_REFRESH_SECONDS": 5.0,
     "NEXTBEST_JOBS": "off",  # "on": run refit and promotion jobs inside the service
     "NEXTBEST_JOB_INTERVAL_SECONDS": 60.0,
-    # Refits train decisions matured this long ago; ingestion commits within half of it (service/learning.py).
+    # Refits train decisions matured this long ago; ingestion commits within half of it (service/jobs/learning.py).
     "NEXTBEST_REWARD_GRACE_SECONDS": 300.0,
     "NEXTBEST_DB_POOL_SIZE": 5,
     "NEXTBEST_DB_STATEMENT_TIMEOUT_MS": 30_000,

@@ -2,7 +2,7 @@
 
 import os
 
-from .app import create_app
+from service.app import create_app
 
-# Production workers cache keys; revocation still takes effect at once (service/keycache.py).
+# Production workers cache keys; revocation still takes effect at once (service/http/keycache.py).
 app = create_app({"NEXTBEST_KEY_CACHE": os.environ.get("NEXTBEST_KEY_CACHE", "on")})

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from service import create_app
-from service import db as db_module
-from service.auth import create_key
+from service.store import db as db_module
+from service.http.auth import create_key
 from service.config import normalise_database_url
 from tests.examples import spring_email  # noqa: F401 - re-exported for the API tests
 

@@ -1,0 +1,1 @@
+"""Storage: the engine, models, queries, bulk writes and ingestion statements."""

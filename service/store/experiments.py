@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from experiments import lifecycle
 from experiments.spec import ArmSpec, ExperimentSpec
 
-from ..clock import iso_utc, utcnow
-from ..errors import ApiError
-from ..models import Arm, AuditEntry, Experiment
+from service.clock import iso_utc, utcnow
+from service.http.errors import ApiError
+from service.store.models import Arm, AuditEntry, Experiment
 
 
 def spec_of(experiment: Experiment) -> ExperimentSpec:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service import db as db_module
-from service.models import AuditEntry
+from service.store import db as db_module
+from service.store.models import AuditEntry
 from service.store import experiments as store
 from tests.dashboard._data import balanced_csv, csrf_of, three_arm_spec
 from tests.dashboard.test_pages import import_csv, page_csrf, sign_in

@@ -19,8 +19,8 @@ import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from service import create_app
-from service import db as db_module
-from service.auth import create_key
+from service.store import db as db_module
+from service.http.auth import create_key
 from tests.conftest import Api, _backends, _fresh_database
 from tests.dashboard._data import skewed_csv, three_arm_spec
 from tests.service.test_import_api import hillstrom_spec, import_hillstrom

@@ -6,7 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from service.dashboard import charts
+from service.http.dashboard import charts
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from service import db as db_module
-from service.auth import revoke_key
+from service.store import db as db_module
+from service.http.auth import revoke_key
 from tests.dashboard._data import bandit_ndjson, bandit_spec, balanced_csv, csrf_of, skewed_csv, three_arm_spec
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from service import db as db_module
-from service.promotion import evaluate_all
+from service.store import db as db_module
+from service.jobs.promotion import evaluate_all
 from tests.conftest import Api, spring_email
 from tests.dashboard.test_pages import sign_in
 
@@ -103,7 +103,7 @@ def test_a_failing_experiment_does_not_stop_the_promotion_job(api: Api, app: Any
     api.create_experiment(_spec("second"), start=True)
     for key in ("first", "second"):
         _import(api, key, [(f"{key}-{i}", ("control", "mens", "womens")[i % 3], int(i % 3 == 1)) for i in range(9)])
-    from service import promotion
+    from service.jobs import promotion
 
     real = promotion.decide
 
@@ -123,7 +123,7 @@ def test_the_promote_command_evaluates_every_experiment_and_reports_failures(api
                                                                             monkeypatch: Any) -> None:
     api.create_experiment(_spec("first"), start=True)
     api.create_experiment(_spec("second"), start=True)
-    from service import promotion
+    from service.jobs import promotion
 
     real = promotion.decide
     seen: list[str] = []

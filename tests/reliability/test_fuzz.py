@@ -44,10 +44,10 @@ from schemathesis.core import NOT_SET
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from service import create_app
-from service import db as db_module
-from service.auth import hash_secret
+from service.store import db as db_module
+from service.http.auth import hash_secret
 from service.clock import utcnow
-from service.models import ApiKey
+from service.store.models import ApiKey
 from tests.conftest import spring_email
 
 SCOPES = ("channel", "analyst", "admin")

@@ -241,7 +241,7 @@ def test_sql_parameters_are_hidden_from_database_errors(shared: tuple[Any, Api])
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
-    from service import db as db_module
+    from service.store import db as db_module
 
     app, _ = shared
     with db_module.get_db(app).session() as session:

@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from service import create_app
-from service import db as db_module
-from service.auth import create_key
+from service.store import db as db_module
+from service.http.auth import create_key
 from service.clock import utcnow
 from service.config import normalise_database_url
-from service.models import Assignment, Event, Experiment
+from service.store.models import Assignment, Event, Experiment
 from tests.conftest import PG_URL, Api, spring_email
 
 # Strings that would do harm if any query were built by string formatting.

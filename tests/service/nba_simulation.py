@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from service import clock, create_app
-from service import db as db_module
-from service.auth import create_key
+from service.store import db as db_module
+from service.http.auth import create_key
 
 MARGINS = {"cards": 30.0, "loans": 100.0, "insurance": 60.0}
 SEGMENTS = ("young", "family", "retired")
@@ -75,7 +75,7 @@ def run(strategy: str, database_url: str, *, seed: int, days: int, per_day: int,
     """One strategy on one fresh database; returns what it earned. For the first `warm_up_days` both
     strategies run the offers side by side (next best action is switched on for offers that have
     run for a while, so each has seen every segment)."""
-    from service.learning import refit_all
+    from service.jobs.learning import refit_all
 
     db_module.upgrade(database_url)
     app = create_app({"DATABASE_URL": database_url, "TESTING": True, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0,

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from service import db as db_module
+from service.store import db as db_module
 from service.cli import main as cli
 
 SCOPES = ("channel", "analyst", "admin")
@@ -70,7 +70,7 @@ def test_secret_is_nowhere_in_the_database(app: Any, keys: dict[str, str]) -> No
 def test_revocation_takes_effect_at_once(app: Any, client: Any, keys: dict[str, str]) -> None:
     headers = {"Authorization": f"Bearer {keys['analyst']}"}
     assert client.get("/v1/experiments", headers=headers).status_code == 200
-    from service.auth import revoke_key
+    from service.http.auth import revoke_key
 
     with db_module.get_db(app).session() as session:
         assert revoke_key(session, "test-analyst").name == "test-analyst"
@@ -107,7 +107,7 @@ def test_cached_keys_are_revoked_at_once_on_every_worker(database_url: str, app:
     import time
 
     from service import create_app
-    from service.auth import revoke_key
+    from service.http.auth import revoke_key
 
     if not database_url.startswith("postgresql"):
         pytest.skip("the key cache listens for revocations on PostgreSQL")

@@ -14,10 +14,10 @@ from sqlalchemy import func, select, update
 
 from experiments.bucketing import in_holdout
 from service import clock, create_app
-from service import db as db_module
-from service.learning import REWARD_GRACE_SECONDS, known_decisions, refit, training_examples
-from service.leases import acquire
-from service.models import Assignment, Experiment, JobLease, PolicySnapshot
+from service.store import db as db_module
+from service.jobs.learning import REWARD_GRACE_SECONDS, known_decisions, refit, training_examples
+from service.jobs.leases import acquire
+from service.store.models import Assignment, Experiment, JobLease, PolicySnapshot
 from service.store.experiments import spec_of
 
 ARMS = [{"key": "control", "is_control": True, "payload": {"offer": "none"}},

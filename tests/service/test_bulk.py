@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from service import db as db_module
-from service.bulk import bulk_write, column_recordset, json_columns, json_rows, select_in
-from service.models import Assignment, DecisionOutcome, Experiment
+from service.store import db as db_module
+from service.store.bulk import bulk_write, column_recordset, json_columns, json_rows, select_in
+from service.store.models import Assignment, DecisionOutcome, Experiment
 from tests.conftest import spring_email
 
 MOMENT = datetime(2026, 11, 24, 9, 30, 0, 123456, tzinfo=timezone.utc)

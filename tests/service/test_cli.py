@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from service import db as db_module
+from service.store import db as db_module
 from service.cli import EXIT_CODES, main
 from service.clock import utcnow
-from service.models import ApiKey
+from service.store.models import ApiKey
 from tests.conftest import spring_email
 
 

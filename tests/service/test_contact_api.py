@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from service import db as db_module
+from service.store import db as db_module
 from service.clock import utcnow
-from service.models import Assignment
+from service.store.models import Assignment
 from tests.conftest import spring_email
 
 NOW: datetime  # the time each test starts, set by _now: never read at import, when a busy machine
@@ -119,9 +119,9 @@ def test_converted_arms_are_not_offered_again(api: Any) -> None:
 
 def test_a_single_request_reads_the_same_history_as_a_batch(app: Any, api: Any) -> None:
     # One request reads its whole history in one statement; a batch reads it kind by kind.
-    from service import contact
-    from service.api.decisions import runtime_cache
-    from service.decisions import Request
+    from service.usecases import contact
+    from service.http.api.decisions import runtime_cache
+    from service.usecases.decisions import Request
 
     policy_experiment(api, max_per_subject={"count": 2, "per_seconds": 86400},
                       cooldown_after_conversion_seconds=3 * 86400, exclude_converted_arms=True)

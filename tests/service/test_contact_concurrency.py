@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import text
 
 from bench._harness import start_gunicorn
-from service import db as db_module
+from service.store import db as db_module
 from tests.conftest import spring_email
 
 CAP_ONE = {"max_per_subject": {"count": 1, "per_seconds": 86400}}

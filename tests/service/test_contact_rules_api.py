@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from service import clock
-from service import db as db_module
+from service.store import db as db_module
 from tests.conftest import spring_email
 
 
@@ -161,7 +161,7 @@ def test_the_explanation_lists_every_contact_rule_checked_with_its_value(api: An
 
 
 def test_a_send_list_larger_than_the_fine_lock_limit_still_honours_the_cap(app: Any, api: Any) -> None:
-    from service.contact_locks import FINE_LOCK_LIMIT
+    from service.store.contact_locks import FINE_LOCK_LIMIT
 
     start(api, max_per_subject={"count": 1, "per_seconds": 86400})
     subjects = [{"subject_id": f"c-{i}"} for i in range(FINE_LOCK_LIMIT + 100)]

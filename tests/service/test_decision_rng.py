@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from service.decisions import _thread_rng
+from service.usecases.decisions import _thread_rng
 
 
 def test_one_generator_per_thread_kept_between_calls() -> None:

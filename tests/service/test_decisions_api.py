@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from experiments.bucketing import Splitter
 from service import create_app
-from service import db as db_module
-from service.models import Assignment
+from service.store import db as db_module
+from service.store.models import Assignment
 from tests.conftest import spring_email
 
 
@@ -169,7 +169,7 @@ def test_a_dropped_database_connection_costs_at_most_one_503(app: Any, api: Any,
 
 
 def test_a_failed_background_write_fails_the_batch_after_the_answer_is_built() -> None:
-    from service.api.decisions import _in_background
+    from service.http.api.decisions import _in_background
 
     built = []
 
@@ -187,7 +187,7 @@ def test_the_batch_answer_is_written_exactly_as_json_dumps_would() -> None:
     from datetime import datetime, timezone
     from types import SimpleNamespace
 
-    from service import decisions as core
+    from service.usecases import decisions as core
 
     runtime = SimpleNamespace(key="spring-émail", policy_version=3,
                               payloads={"control": {"template": "none"}, "mens": {"text": "Grüße \"jetzt\"\n"}})

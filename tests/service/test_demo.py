@@ -8,7 +8,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from service.demo import SEGMENT_TO_ARM, run_demo
+from service.run.demo import SEGMENT_TO_ARM, run_demo
 from tests.conftest import DATA
 
 

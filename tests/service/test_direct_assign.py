@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from service import create_app
-from service import db as db_module
-from service.direct_assign import DirectAssign
+from service.store import db as db_module
+from service.http.direct_assign import DirectAssign
 from tests.conftest import Api, spring_email
 
 
@@ -171,7 +171,7 @@ def test_other_endpoints_and_methods_go_to_flask(api: Any, reached_flask: list[s
 def test_a_failed_write_is_answered_in_the_error_shape_and_counted(app: Any, api: Any, reached_flask: list[str],
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    from service import decisions as core
+    from service.usecases import decisions as core
 
     api.create_experiment(spring_email(contact_policy=None), start=True)
     lost = OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))

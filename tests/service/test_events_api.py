@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from service import create_app
-from service import db as db_module
+from service.store import db as db_module
 from service.clock import utcnow
-from service.models import Assignment, AuditEntry, DecisionCustomOutcome, DecisionOutcome, Event
+from service.store.models import Assignment, AuditEntry, DecisionCustomOutcome, DecisionOutcome, Event
 from tests.conftest import spring_email
 
 NOW: datetime  # the time each test starts, set by _now: never read at import, when a busy machine

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from service import db as db_module
-from service.auth import create_key
+from service.store import db as db_module
+from service.http.auth import create_key
 from service.client import Client, Unavailable
 from tests.conftest import spring_email
 
@@ -83,7 +83,7 @@ def test_stored_answers_expire_after_the_retention_period(app: Any, api: Any) ->
     app.config["NEXTBEST_IDEMPOTENCY_RETENTION_SECONDS"] = 0
     assert batch(api, ["a"], key="k").headers.get("Idempotent-Replayed") is None
     assert decisions(app) == 2
-    from service import idempotency
+    from service.store import idempotency
 
     with app.app_context(), db_module.get_db(app).session() as session:
         assert idempotency.prune(session) == 1

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from service import db as db_module
+from service.store import db as db_module
 from service.cli import main as cli
-from service.models import Assignment, Event
+from service.store.models import Assignment, Event
 from tests.conftest import DATA
 
 HILLSTROM_COLUMNS = ("segment:arm,visit:click,spend:revenue,recency:context.recency,history:context.history,"

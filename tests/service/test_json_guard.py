@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service import errors
+from service.http import errors
 from service.app import _MAX_JSON_DEPTH, _depth, may_be_deep_or_hold_nul
 
 

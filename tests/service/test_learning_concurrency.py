@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from service import clock, create_app
-from service import db as db_module
-from service.learning import refit_all
-from service.models import Assignment, AuditEntry, Event, PolicySnapshot
+from service.store import db as db_module
+from service.jobs.learning import refit_all
+from service.store.models import Assignment, AuditEntry, Event, PolicySnapshot
 from tests.conftest import Api
 from tests.service.test_bandits_api import bandit_spec, iso
 

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select, update
 
 from service import clock
-from service import db as db_module
-from service.jobs import refit_due
-from service.learning import REWARD_GRACE_SECONDS, refit_all
-from service.models import Assignment, AuditEntry, Experiment, PolicySnapshot
+from service.store import db as db_module
+from service.jobs.scheduler import refit_due
+from service.jobs.learning import REWARD_GRACE_SECONDS, refit_all
+from service.store.models import Assignment, AuditEntry, Experiment, PolicySnapshot
 from tests.service.test_bandits_api import ARMS, bandit_spec
 
 
@@ -95,7 +95,7 @@ def test_one_failing_refit_is_recorded_and_the_others_go_on(app: Any, api: Any, 
     from click.testing import CliRunner
 
     from service.cli import main as cli
-    from service.dashboard.present import audit_summary
+    from service.http.dashboard.present import audit_summary
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     clock.advance(3600)

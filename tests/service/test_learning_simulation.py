@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from service import clock, create_app
-from service import db as db_module
-from service.auth import create_key
-from service.learning import refit_all
+from service.store import db as db_module
+from service.http.auth import create_key
+from service.jobs.learning import refit_all
 from tests.conftest import Api
 
 DAY = 86400

@@ -79,9 +79,9 @@ def test_clv_fit_on_real_cdnow_purchases(api: Any) -> None:
 
 def test_a_bandit_can_learn_from_the_ltv_adjusted_value(app: Any, api: Any) -> None:
     from service import clock
-    from service import db as db_module
-    from service.learning import refit
-    from service.models import Experiment
+    from service.store import db as db_module
+    from service.jobs.learning import refit
+    from service.store.models import Experiment
     from sqlalchemy import select
 
     api.create_experiment({

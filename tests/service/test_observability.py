@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.observability import JsonFormatter, RateLimiter
+from service.http.observability import JsonFormatter, RateLimiter
 from tests.conftest import spring_email
 
 
@@ -51,8 +51,8 @@ def test_rate_limit_answers_429_with_retry_after(app: Any, api: Any) -> None:
 def test_decisions_events_refits_and_promotions_are_counted(app: Any, api: Any) -> None:
     from prometheus_client import REGISTRY
 
-    from service import db as db_module
-    from service.learning import refit_all
+    from service.store import db as db_module
+    from service.jobs.learning import refit_all
 
     def count(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
@@ -91,9 +91,9 @@ def test_decisions_events_refits_and_promotions_are_counted(app: Any, api: Any) 
 
 
 def test_metrics_show_job_success_and_policy_age_and_take_a_metrics_key(app: Any, api: Any) -> None:
-    from service import db as db_module
-    from service.auth import create_key
-    from service.jobs import run_once
+    from service.store import db as db_module
+    from service.http.auth import create_key
+    from service.jobs.scheduler import run_once
 
     api.create_experiment(spring_email(key="ts", contact_policy=None,
                                        allocation={"type": "bandit", "policy": {"name": "thompson_sampling"}}),

@@ -8,7 +8,7 @@ from typing import Any
 from openapi_spec_validator import validate
 
 from service import create_app
-from service import db as db_module
+from service.store import db as db_module
 
 
 def test_healthz_and_readyz(client: Any) -> None:

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from service import clock, create_app
-from service import db as db_module
-from service.models import AuditEntry, WebhookDelivery
-from service.promotion import evaluate_all
-from service.webhooks import deliver_due, verify
+from service.store import db as db_module
+from service.store.models import AuditEntry, WebhookDelivery
+from service.jobs.promotion import evaluate_all
+from service.jobs.webhooks import deliver_due, verify
 from tests.service.test_import_api import hillstrom_spec, import_hillstrom
 
 DAY = 86400
@@ -115,8 +115,8 @@ def test_two_evaluators_at_once_promote_exactly_once(app: Any, api: Any, databas
     def work(worker: Any, n: int) -> None:
         barrier.wait()
         with db_module.get_db(worker).session() as session:
-            experiment = session.scalars(select(__import__("service.models", fromlist=["Experiment"]).Experiment)).one()
-            from service.promotion import decide, promote
+            experiment = session.scalars(select(__import__("service.store.models", fromlist=["Experiment"]).Experiment)).one()
+            from service.jobs.promotion import decide, promote
             decision = decide(session, experiment)
             results.append(promote(session, experiment, decision.winner, f"w{n}", holdback=0.0,
                                    reason="race") if decision.winner else None)

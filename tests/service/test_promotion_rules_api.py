@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from service import clock
-from service import db as db_module
-from service.models import WebhookDelivery
-from service.promotion import evaluate_all
+from service.store import db as db_module
+from service.store.models import WebhookDelivery
+from service.jobs.promotion import evaluate_all
 
 DAY = 86400
 

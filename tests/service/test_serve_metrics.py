@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from service import db as db_module
-from service.auth import create_key
+from service.store import db as db_module
+from service.http.auth import create_key
 from tests.conftest import spring_email
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from service import clock
-from service import db as db_module
+from service.store import db as db_module
 from tests.conftest import spring_email
 
 

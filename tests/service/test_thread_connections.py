@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service import db as db_module
-from service.db import PreparedStatement, ThreadConnections
+from service.store import db as db_module
+from service.store.db import PreparedStatement, ThreadConnections
 
 
 @pytest.fixture

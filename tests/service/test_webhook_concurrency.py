@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from service import db as db_module
-from service.models import Experiment, WebhookDelivery
-from service.webhooks import deliver_due, enqueue
+from service.store import db as db_module
+from service.store.models import Experiment, WebhookDelivery
+from service.jobs.webhooks import deliver_due, enqueue
 from tests.conftest import spring_email
 
 NEXTBEST = str(Path(sys.executable).parent / "nextbest")

@@ -1,0 +1,1 @@
+"""Periodic jobs: refits, promotion, webhooks, leases and the scheduler that runs them."""

@@ -1,0 +1,1 @@
+"""Running the service: gunicorn, a background server for scripts, the demo."""
