@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from reports.metrics import METRICS, RATE_METRICS, VALUE_METRICS  # noqa: F401  (re-exported)
+
 from .eligibility import Condition
 
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -22,9 +24,6 @@ _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 DEFAULT_REWARD_WAIT_SECONDS = 86400
 
 BUILTIN_EVENTS = ("open", "click", "conversion", "unsubscribe")
-RATE_METRICS = ("open_rate", "click_rate", "click_to_open_rate", "conversion_rate", "unsubscribe_rate")
-VALUE_METRICS = ("revenue_per_decision", "revenue_per_converter", "ltv_adjusted_value")
-METRICS = RATE_METRICS + VALUE_METRICS
 # Bounds of the spec's numbers (README, "Limits and validation"): weights are relative, so a million to one
 # is any split anyone needs, and their sum stays far from float overflow; money amounts stay where sums
 # of squares over millions of decisions are still finite.

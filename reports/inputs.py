@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from experiments.spec import METRICS, VALUE_METRICS
+from reports.metrics import METRICS, VALUE_METRICS
 from reports.bandit import IpsSubjectSums, IpwArmStats, PeriodArmStats
 from reports.cuped import CovariateStats
 from reports.stats import MeanStats, SubjectSums
@@ -71,7 +71,7 @@ class BanditInput:
 class ReportInput:
     """Everything one A/B report is built from.
 
-    ``metrics`` names built-in metrics (``experiments.spec.METRICS``) and ``<event>_rate`` for
+    ``metrics`` names built-in metrics (``reports.metrics.METRICS``) and ``<event>_rate`` for
     custom event types; the service adds the custom ones it knows from the experiment spec. The
     decision metric is always reported; ``ltv_adjusted_value`` only when some arm has ``ltv_value``.
     """

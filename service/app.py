@@ -18,11 +18,12 @@ from service import config as config_module
 from service.store import db as db_module
 from service.http import errors, observability
 from service.http.auth import check_request
+from service.http.guards import MAX_JSON_DEPTH as _MAX_JSON_DEPTH
+from service.http.guards import depth as _depth
+from service.http.guards import is_migrated, may_be_deep
 
 log = logging.getLogger("nextbest")
 
-BEARER = [{"bearer": []}]
-_MAX_JSON_DEPTH = 32
 
 
 def _reject_constant(name: str) -> Any:
@@ -73,34 +74,6 @@ class DashboardSessionInterface(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def may_be_deep(raw: bytes, limit: int = _MAX_JSON_DEPTH) -> bool:
-    """False when the JSON text alone shows the walk in `_depth` would find nothing: fewer brackets
-    than the depth limit. Most bodies are small and flat, and the walk was a tenth of a bandit
-    decision's time."""
-    return raw.count(b"{") + raw.count(b"[") >= limit
-
-
-def may_be_deep_or_hold_nul(raw: bytes, limit: int = _MAX_JSON_DEPTH) -> bool:
-    """False when the JSON text shows that neither the depth walk nor the text check can refuse it
-    (the direct decision path hands anything else to Flask)."""
-    return may_be_deep(raw, limit) or validity.may_hold_bad_text(raw)
-
-
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth (stops counting past `limit`)."""
-    depth, level = 0, [value]
-    while level:
-        depth += 1
-        if depth > limit:
-            return depth
-        nxt: list[Any] = []
-        for item in level:
-            if isinstance(item, dict):
-                nxt.extend(item.values())
-            elif isinstance(item, list):
-                nxt.extend(item)
-        level = nxt
-    return depth - 1
 
 
 def refuse_bad_text(value: Any, where: str = "") -> None:
@@ -203,20 +176,6 @@ def check_body(app: Flask, req: Request, endpoint: str | None) -> None:
 
 _UNGUARDED = {"health.healthz", "health.readyz", "openapi_json", "docs", "metrics", "openapi.doc_url", "openapi.openapi",
               "static"}
-
-
-def is_migrated(app: OpenAPI) -> bool:
-    """True once the database has been seen at the head revision (then never asked again)."""
-    if app.extensions.get("nextbest.migrated"):
-        return True
-    database = db_module.get_db(app)
-    head = app.extensions.setdefault("nextbest.head", db_module.head_revision())
-    try:
-        ok = database.current_revision() == head
-    except Exception:
-        return True  # unreachable database: let the request fail with 503 on its own
-    app.extensions["nextbest.migrated"] = ok
-    return ok
 
 
 def _register_request_hooks(app: OpenAPI) -> None:

@@ -21,6 +21,9 @@ from service.clock import utcnow
 from service.http.errors import ApiError
 from service.store.models import ApiKey
 
+# The OpenAPI security requirement of every route that takes a key (the blueprints declare it).
+BEARER = [{"bearer": []}]
+
 Scope = Literal["channel", "analyst", "admin", "metrics"]
 # `metrics` reads /metrics and nothing else, so a monitoring system never holds a key that can erase.
 SCOPES: tuple[Scope, ...] = ("channel", "analyst", "admin", "metrics")

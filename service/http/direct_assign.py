@@ -29,7 +29,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from service.store import db
 from service.http import errors, observability
 from service.http.api.decisions import commit_decision, decide_one, store_and_answer
-from service.app import is_migrated, may_be_deep_or_hold_nul
+from service.http.guards import is_migrated, may_be_deep_or_hold_nul
 from service.http.auth import caller_for
 from service.http.schemas import AssignRequest
 

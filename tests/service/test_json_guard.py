@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from service.http import errors
-from service.app import _MAX_JSON_DEPTH, _depth, may_be_deep_or_hold_nul
+from service.http.guards import MAX_JSON_DEPTH as _MAX_JSON_DEPTH
+from service.http.guards import depth as _depth
+from service.http.guards import may_be_deep_or_hold_nul
 
 
 def _random_value(rng: random.Random, depth: int) -> Any:

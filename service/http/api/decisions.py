@@ -16,7 +16,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from service.store import db
 from service.usecases import decisions as core
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.http.errors import ApiError
 from service.http.observability import DECISIONS
 from service.store.pseudonyms import app_secret, subject_hash

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from experiments.spec import BanditAllocation
 
 from service.store import db
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.clock import utcnow
 from service.http.errors import ApiError
 from service.config import reward_grace_seconds

@@ -6,7 +6,7 @@ from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from service.store import db
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.clock import utcnow
 from service.config import reward_grace_seconds
 from service.http.errors import ApiError

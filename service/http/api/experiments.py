@@ -11,7 +11,7 @@ from experiments.spec import ExperimentSpec
 
 from service.store import db
 from service.clock import iso_utc
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.http.auth import current_caller
 from service.http.schemas import ActionBody, AuditList, ConcludeBody, ExperimentList, ExperimentListQuery, ExperimentOut, ExperimentPatch, ExperimentPath
 from service.store import experiments as store

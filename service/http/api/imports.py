@@ -6,7 +6,7 @@ from flask import Response, current_app, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from service.store import db
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.http.auth import current_caller
 from service.http.errors import ApiError
 from service.store.history import import_file

@@ -9,7 +9,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.store import db
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.usecases.nba import next_best_action
 from service.http.observability import DECISIONS
 from service.http.api.decisions import runtime_cache

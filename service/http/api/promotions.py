@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.store import db
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.http.auth import current_caller
 from service.http.errors import ApiError
 from service.store.models import Experiment, Webhook, WebhookDelivery

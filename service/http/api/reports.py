@@ -9,7 +9,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import TypeAdapter
 
 from service.store import db
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.http.errors import ApiError
 from service.store.report_queries import report_input
 from service.http.schemas import ExperimentPath, PowerOut, PowerRequest, ReportOut, ReportQuery, SegmentQuery, SegmentReports

@@ -6,7 +6,7 @@ from flask import Response, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from service.store import db
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.http.auth import current_caller
 from service.usecases.erasure import erase_subject, subject_reference
 from service.usecases.contact import resubscribe

@@ -9,7 +9,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, field_validator
 
 from service.store import db
-from service.app import BEARER
+from service.http.auth import BEARER
 from service.usecases.value import DEFAULT_HORIZON_WEEKS, DEFAULT_PURCHASE_MODEL, DEFAULT_WEEKLY_DISCOUNT, fit, import_transactions
 from service.usecases.value import parse_moment
 from service.http.api.imports import _BODY_DOC, uploaded_file

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from service.http.dashboard import subjects, value_page, views  # noqa: F401  (they register the pages on bp)
+from service.http.dashboard.blueprint import bp
 
-bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
-               static_folder="static", static_url_path="/static")
-
-from service.http.dashboard import value_page, views
+__all__ = ["bp"]

@@ -14,7 +14,7 @@ from service.store import db
 from service.usecases.explain import explain
 from service.store.models import Experiment
 from service.usecases.profiles import profile
-from service.http.dashboard import bp
+from service.http.dashboard.blueprint import bp
 
 log = logging.getLogger("nextbest")
 

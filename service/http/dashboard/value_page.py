@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from service.store import db
 from service.usecases.value import as_of_text
 from service.store.models import ClvFit, SubjectValue, Transaction
-from service.http.dashboard import bp, value_charts
+from service.http.dashboard import value_charts
+from service.http.dashboard.blueprint import bp
 
 MODEL_NAMES = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD"}
 

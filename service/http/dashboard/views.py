@@ -18,7 +18,8 @@ from service.store import db
 from service.http.errors import ApiError
 from service.store.models import Experiment
 from service.store import experiments as store
-from service.http.dashboard import bp, charts, present, queries, signin
+from service.http.dashboard import charts, present, queries, signin
+from service.http.dashboard.blueprint import bp
 from service.http.dashboard import subjects as _subjects
 
 log = logging.getLogger("nextbest")
