@@ -214,10 +214,10 @@ def run_demo(data: Path, out: Path, *, days: int = 14, per_day: int = 1500, seed
     for start in range(0, len(late), 5000):
         channel.send_events(late[start:start + 5000])
 
-    report = analyst.report("hillstrom-ab")
+    report = analyst.report("hillstrom-ab").raw
     html = analyst.request("GET", "/v1/experiments/hillstrom-ab/report", params={"format": "html"})
     (out / "hillstrom-ab-report.html").write_text(html)
-    bandit_report = analyst.report("hillstrom-bandit")
+    bandit_report = analyst.report("hillstrom-bandit").raw
     summary = _summary(report, bandit_report, shares, promotions, time.monotonic() - started)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(summary, stream)

@@ -193,6 +193,7 @@ def test_bandit_decision_uses_ips_clustered_on_subjects(app: Any, api: Any) -> N
                                "occurred_at": clock.utcnow().isoformat()})  # fmt: skip
     sent = api.send_events(events)
     assert sent["accepted"] == len(events), sent["results"][:2]
+    clock.advance(86400 + 600)  # past the reward wait and its grace: the bandit's estimators read matured decisions
     decision = _decision(api, "ts")
     assert decision["statistics"]["estimator"] == "ips"
     beats = next(c for c in decision["conditions"] if c["name"] == "beats_control")
