@@ -32,6 +32,10 @@ LATENCY = Histogram("nextbest_request_seconds", "HTTP request latency", ["endpoi
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 DECISIONS = Counter("nextbest_decisions_total", "decisions answered", ["kind"])
 EVENTS = Counter("nextbest_events_total", "events received", ["status"])
+# Per experiment, so a dashboard can show each offer's traffic (experiments are few; ids never become labels).
+EXPERIMENT_DECISIONS = Counter("nextbest_experiment_decisions_total", "decisions answered per experiment",
+                               ["experiment", "kind"])
+EXPERIMENT_EVENTS = Counter("nextbest_experiment_events_total", "events accepted per experiment", ["experiment"])
 REFITS = Counter("nextbest_refits_total", "policy refits", ["status"])
 PROMOTIONS = Counter("nextbest_promotions_total", "promotions", ["how"])
 ERRORS = Counter("nextbest_errors_total", "unexpected errors (500): each one is a bug", [])
@@ -186,6 +190,12 @@ def check_rate_limit(key_id: int) -> None:
     wait = limiter.check(key_id)
     if wait is not None:
         raise ApiError(429, "rate limit exceeded for this key; slow down", headers={"Retry-After": f"{max(1, round(wait))}"})
+
+
+def count_decisions(experiment: str, kind: str, count: int = 1) -> None:
+    """Count answered decisions (`logged`, `no_offer` or `default`) in total and per experiment."""
+    DECISIONS.labels(kind).inc(count)
+    EXPERIMENT_DECISIONS.labels(experiment, kind).inc(count)
 
 
 def job_succeeded(job: str) -> None:

@@ -79,6 +79,7 @@ class BatchResult:
     rejected: int = 0
     # Accepted unsubscribes as the contact policy reads them (event_id, type, subject_id, channel, received_at).
     unsubscribes: list[dict[str, Any]] = field(default_factory=list)
+    accepted_by_experiment: dict[str, int] = field(default_factory=dict)  # "" for events of no experiment
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
@@ -262,6 +263,11 @@ def ingest(session: Session, raw_events: Sequence[Any], now: datetime | None = N
         inserted = _store_in_python(session, rows, row_decisions, experiments, now)
 
     result.accepted = len(inserted)
+    key_of = {info.id: info.key for info in experiments.values() if info is not None}
+    for row in rows:
+        if row["event_id"] in inserted:
+            key = key_of.get(row["experiment_id"], "")
+            result.accepted_by_experiment[key] = result.accepted_by_experiment.get(key, 0) + 1
     if len(inserted) < len(rows):  # some were stored already (a retry, or another client's copy)
         for status in stored:
             if status["event_id"] not in inserted:

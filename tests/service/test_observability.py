@@ -108,3 +108,33 @@ def test_metrics_show_job_success_and_policy_age_and_take_a_metrics_key(app: Any
         assert any(line.startswith(f'nextbest_job_last_success_timestamp_seconds{{job="{job}"}}') for line in lines)
     assert 'nextbest_policy_version{experiment="ts"} 1.0' in lines
     assert api.client.get("/v1/experiments", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+
+
+def test_metrics_count_decisions_and_events_per_experiment(api: Any) -> None:
+    from service.clock import iso_utc, utcnow
+
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    api.create_experiment(spring_email(key="autumn-email", contact_policy=None), start=True)
+
+    def scrape() -> dict[str, float]:
+        text = api.call("GET", "/metrics", scope="admin").get_data(as_text=True)
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith(("nextbest_experiment_decisions_total{", "nextbest_experiment_events_total{"))}
+
+    before = scrape()
+    first = api.assign("spring-email", "c-1")
+    api.assign("spring-email", "c-2")
+    api.assign_batch("autumn-email", [{"subject_id": "c-3"}])
+    api.send_events([{"event_id": "k-1", "type": "click", "assignment_id": first["assignment_id"],
+                      "occurred_at": iso_utc(utcnow())},
+                     {"event_id": "k-2", "type": "click", "experiment": "nowhere", "subject_id": "c-9",
+                      "occurred_at": iso_utc(utcnow())}])
+    after = scrape()
+
+    def moved(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert moved('nextbest_experiment_decisions_total{experiment="spring-email",kind="logged"}') == 2
+    assert moved('nextbest_experiment_decisions_total{experiment="autumn-email",kind="logged"}') == 1
+    assert moved('nextbest_experiment_events_total{experiment="spring-email"}') == 1
+    assert moved('nextbest_experiment_events_total{experiment="autumn-email"}') == 0

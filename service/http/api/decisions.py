@@ -18,7 +18,7 @@ from service.store import db
 from service.usecases import decisions as core
 from service.http.auth import BEARER
 from service.http.errors import ApiError
-from service.http.observability import DECISIONS
+from service.http.observability import count_decisions
 from service.store.pseudonyms import app_secret, subject_hash
 from service.usecases import contact
 from service.store import idempotency
@@ -113,7 +113,7 @@ def store_and_answer(runtime: ExperimentRuntime, outcome: core.Outcome) -> dict[
         _count_refusals(session, runtime, [outcome])
         if txn is None:
             session.commit()
-    DECISIONS.labels(_kind(outcome)).inc()
+    count_decisions(runtime.key, _kind(outcome))
     return core.to_json(runtime, outcome)
 
 
@@ -147,7 +147,7 @@ def assign_batch(body: BatchAssignRequest) -> Response:
         idempotency.remember(session, response.status_code, response.content_type, response.get_data())
     session.commit()
     for kind, count in Counter(_kind(o) for o in outcomes).items():
-        DECISIONS.labels(kind).inc(count)
+        count_decisions(runtime.key, kind, count)
     return response
 
 

@@ -12,7 +12,7 @@ from service.config import reward_grace_seconds
 from service.http.errors import ApiError
 from service.usecases.contact import suppress_unsubscribed
 from service.store.ingest import ingest
-from service.http.observability import EVENTS
+from service.http.observability import EVENTS, EXPERIMENT_EVENTS
 from service.http.schemas import EventBatchIn, EventBatchOut
 from service.http.api.scoping import requires
 
@@ -42,4 +42,6 @@ def send_events(body: EventBatchIn) -> Response:
                           ("rejected", result.rejected)):
         if count:
             EVENTS.labels(status).inc(count)
+    for key, count in result.accepted_by_experiment.items():
+        EXPERIMENT_EVENTS.labels(key or "none").inc(count)
     return jsonify(result.as_json())

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.store import db
 from service.http.auth import BEARER
 from service.usecases.nba import next_best_action
-from service.http.observability import DECISIONS
+from service.http.observability import count_decisions
 from service.http.api.decisions import runtime_cache
 from service.http.api.scoping import requires
 
@@ -54,5 +54,5 @@ def decide_next_best_action(body: NextBestActionRequest) -> Response:
                               dry_run=body.dry_run, costs=body.costs, exploration=body.exploration)
     session.commit()
     if not body.dry_run:
-        DECISIONS.labels("no_offer" if answer["no_offer"] else "logged").inc()
+        count_decisions(answer["experiment"] or "none", "no_offer" if answer["no_offer"] else "logged")
     return jsonify(answer)

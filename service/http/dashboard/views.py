@@ -128,6 +128,7 @@ class ListRow:
     allocation: str
     decisions: int
     last_24h: int
+    latest: str
     metric: str
     leader: present.Leader | None
     leader_label: str
@@ -175,6 +176,7 @@ def index() -> str:
             allocation=(experiment.spec.get("allocation") or {}).get("type", "fixed"),
             decisions=seen.decisions,
             last_24h=seen.last_24h,
+            latest=present.when(seen.latest) if seen.latest else "–",
             metric=present.metric_label(report["decision_metric"]) if report else "",
             leader=leader,
             leader_label=_labels(experiment).get(leader.arm, leader.arm) if leader else "",
