@@ -47,7 +47,8 @@ def test_the_readme_tour_runs_as_written() -> None:
                              timeout=600)
     finally:
         subprocess.run([str(ROOT / ".venv" / "bin" / "nextbest"), "stop"], cwd=ROOT, capture_output=True, timeout=60)
-        for leftover in ("tour.sqlite3", "nextbest.log", "spring.json", "imported.json"):
+        for leftover in ("tour.sqlite3", "tour.sqlite3-wal", "tour.sqlite3-shm", "nextbest.log", "spring.json",
+                         "imported.json"):
             (ROOT / leftover).unlink(missing_ok=True)
     out = run.stdout
     assert run.returncode == 0, f"{out}\n{run.stderr}"
