@@ -19,6 +19,7 @@ clearly breached). A regression is audited and notified once, and with
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -202,31 +203,43 @@ def evaluate_all(session: Session, *, holder: str = "promotion") -> list[dict[st
             select(Experiment).where(Experiment.status == "running", Experiment.winner_arm.is_(None))
         ).all()
         for experiment in candidates:
-            key = experiment.key
-            try:
-                outcome = _evaluate_one(session, experiment, holder)
-            except Exception as exc:  # noqa: BLE001 - one experiment's failure must not stop the others
-                session.rollback()
-                log.error("promotion check failed", exc_info=exc, extra={"experiment": key})
-                outcome = {"experiment": key, "action": "failed", "error": f"{type(exc).__name__}: {exc}"[:300],
-                           "promoted": False}
+            outcome = _isolated(session, experiment, "promotion check", {"promoted": False},
+                                lambda e=experiment: _evaluate_one(session, e, holder))
             if outcome is not None:
                 results.append(outcome)
         promoted = session.scalars(
             select(Experiment).where(Experiment.status == "running", Experiment.winner_arm.is_not(None))
         ).all()
         for experiment in promoted:
-            key = experiment.key
-            try:
-                outcome = _watch_one(session, experiment, holder)
-            except Exception as exc:  # noqa: BLE001 - as above
-                session.rollback()
-                log.error("post-promotion check failed", exc_info=exc, extra={"experiment": key})
-                outcome = {"experiment": key, "action": "failed", "error": f"{type(exc).__name__}: {exc}"[:300],
-                           "rolled_back": False}
+            outcome = _isolated(session, experiment, "post-promotion check", {"rolled_back": False},
+                                lambda e=experiment: _watch_one(session, e, holder))
             if outcome is not None:
                 results.append(outcome)
         return results
+
+
+def _isolated(session: Session, experiment: Experiment, what: str, failed: dict[str, Any],
+              check: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Run one experiment's check; a failure is logged and reported as `action: failed`, never raised,
+    so one broken experiment cannot stop the others from being promoted or watched."""
+    key = experiment.key
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - one experiment's failure must not stop the others
+        session.rollback()
+        log.error("%s failed", what, exc_info=exc, extra={"experiment": key})
+        return {"experiment": key, "action": "failed", "error": f"{type(exc).__name__}: {exc}"[:300], **failed}
+
+
+def _notify_once(session: Session, experiment: Experiment, holder: str, action: str, payload: dict[str, Any],
+                 statistics: Any, winner: str | None = None) -> None:
+    """Audit and announce a notice (`experiment.<action>` webhook) unless the last one said the same."""
+    if _notified(session, experiment, winner, action=action):
+        return
+    details = {"winner": winner} if winner is not None else {}
+    audit(session, experiment, holder, action, **details, reason=payload["reason"], statistics=statistics)
+    enqueue(session, experiment, f"experiment.{action}", {"experiment": experiment.key, **payload})
+    session.commit()
 
 
 def _evaluate_one(session: Session, experiment: Experiment, holder: str) -> dict[str, Any] | None:
@@ -241,23 +254,16 @@ def _evaluate_one(session: Session, experiment: Experiment, holder: str) -> dict
         outcome["promoted"] = promote(session, experiment, decision.winner, holder,
                                       holdback=spec.promotion.holdback, reason=decision.summary,
                                       statistics=decision.statistics, how="auto")
-    elif decision.action == "notify" and decision.winner and not _notified(session, experiment,
-                                                                           decision.winner):
-        audit(session, experiment, holder, "promotion_ready", winner=decision.winner,
-              reason=decision.summary, statistics=decision.statistics)
-        enqueue(session, experiment, "experiment.promotion_ready",
-                {"experiment": experiment.key, "winner": decision.winner, "reason": decision.summary})
-        session.commit()
+    elif decision.action == "notify" and decision.winner:
+        _notify_once(session, experiment, holder, "promotion_ready",
+                     {"winner": decision.winner, "reason": decision.summary}, decision.statistics, decision.winner)
     elif decision.action == "stop" and decision.stop_reason:
         outcome["reason"] = decision.stop_reason
         if spec.promotion.on_harm == "stop":
             outcome["stopped"] = stop(session, experiment, holder, decision.stop_reason, decision.statistics)
-        elif not _notified(session, experiment, None, action="stop_recommended"):
-            audit(session, experiment, holder, "stop_recommended", reason=decision.stop_reason,
-                  statistics=decision.statistics)
-            enqueue(session, experiment, "experiment.stop_recommended",
-                    {"experiment": experiment.key, "reason": decision.stop_reason})
-            session.commit()
+        else:
+            _notify_once(session, experiment, holder, "stop_recommended", {"reason": decision.stop_reason},
+                         decision.statistics)
     return outcome
 
 
@@ -273,12 +279,9 @@ def _watch_one(session: Session, experiment: Experiment, holder: str) -> dict[st
                "summary": watched["summary"], "rolled_back": False}
     if spec.promotion.on_regression == "rollback":
         outcome["rolled_back"] = rollback(session, experiment, holder, watched["summary"], statistics=watched)
-    elif not _notified(session, experiment, experiment.winner_arm, action="regression"):
-        audit(session, experiment, holder, "regression", winner=experiment.winner_arm,
-              reason=watched["summary"], statistics=watched)
-        enqueue(session, experiment, "experiment.regression",
-                {"experiment": experiment.key, "winner": experiment.winner_arm, "reason": watched["summary"]})
-        session.commit()
+    else:
+        _notify_once(session, experiment, holder, "regression",
+                     {"winner": experiment.winner_arm, "reason": watched["summary"]}, watched, experiment.winner_arm)
     return outcome
 
 
