@@ -230,3 +230,48 @@ def test_list_filters_by_status(client: Any, api: Any, keys: dict[str, str], sta
     page = client.get(f"/dashboard/?status={status}").text
     assert 'data-key="a-running"' in page
     assert ('data-key="a-draft"' in page) is (status == "bogus")
+
+
+def _metric_section(html: str, metric: str) -> str:
+    return re.search(rf'<table class="data metric" id="metric-{metric}">(.*?)</table>', html, re.S).group(1)
+
+
+def test_exported_report_has_the_pages_charts_and_words(client: Any, api: Any, keys: dict[str, str]) -> None:
+    api.create_experiment(three_arm_spec("spring", "Spring offer"))
+    import_csv(api, "spring", skewed_csv())
+    response = api.call("GET", "/v1/experiments/spring/report?format=html")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    export = response.text
+    # The dashboard's charts, as inline SVG.
+    names = re.findall(r'<figure class="chart-box" id="chart-(\w+)">\s*<svg', export)
+    assert names == ["cumulative", "lift"]
+    # Metric names and arm names in words, p-values that never read 0.0000.
+    assert "Conversion rate" in export and "Revenue per decision" in export and "Mens e-mail" in export
+    assert ">conversion_rate<" not in export and "0.0000" not in export
+    assert 'id="srm-warning"' in export and export.index('id="srm-warning"') < export.index('id="metric-conversion_rate"')
+    assert export.index('id="metric-conversion_rate"') < export.index('id="arms"')
+    arms = re.search(r'<table class="data" id="arms">(.*?)</table>', export, re.S).group(1)
+    assert "Revenue (total)" in arms and "conversion " in arms
+    assert "Unattributed events:" in export
+    # One self-contained file: inline styles, no script, nothing fetched from anywhere.
+    assert "<script" not in export and "<style>" in export and "<link" not in export
+    assert not re.search(r'(?:src|href|action)\s*=\s*["\']?\s*(?:https?:)?//', export)
+    assert not re.search(r"url\(\s*[\"']?(?!#)|@import", export)  # only the SVG's own clip paths
+    assert "&#34;" not in export.split("</style>", 1)[0]  # the stylesheet is not escaped
+    # The dashboard's page and the export show the same decision-metric numbers.
+    sign_in(client, keys["analyst"])
+    page = client.get("/dashboard/experiments/spring").text
+    assert _metric_section(page, "conversion_rate") == _metric_section(export, "conversion_rate")
+
+
+def test_exported_report_of_a_bandit_and_of_an_empty_experiment(api: Any) -> None:
+    api.create_experiment(bandit_spec())
+    response = api.client.post("/v1/experiments/bandit-banner/import", data=bandit_ndjson(),
+                               content_type="application/x-ndjson", headers=api.headers("analyst"))
+    assert response.status_code == 200
+    export = api.call("GET", "/v1/experiments/bandit-banner/report?format=html").text
+    assert re.findall(r'<figure class="chart-box" id="chart-(\w+)">', export) == ["cumulative", "lift", "allocation"]
+    assert "Bandit estimates" in export and "Click rate" in export
+    api.create_experiment(three_arm_spec("empty", "Nothing yet"))
+    response = api.call("GET", "/v1/experiments/empty/report?format=html")
+    assert response.status_code == 200 and "<svg" not in response.text and "0.0000" not in response.text

@@ -32,6 +32,8 @@ def test_demo_runs_the_whole_loop_and_its_summary_matches_the_data(tmp_path: Pat
     assert summary["srm_warning"] is False
     final = summary["bandit"]["final_allocation"]
     assert final["mens"] > 0.5 and final["mens"] == max(final.values()), final
-    assert (tmp_path / "hillstrom-ab-report.html").read_text().count("<table") >= 3
+    report_html = (tmp_path / "hillstrom-ab-report.html").read_text()
+    assert report_html.count("<table") >= 3 and 'id="chart-cumulative"' in report_html  # the dashboard's charts
+    assert "0.0000" not in report_html and "<script" not in report_html
     assert "Analyst key: nb_" in text and "/dashboard/" in text
     assert summary["promotions"] and summary["promotions"][0]["winner"] == "mens"

@@ -45,9 +45,19 @@ def experiment_report(path: ExperimentPath, query: ReportQuery) -> Response:
                         headers={"Content-Disposition": f'attachment; filename="{experiment.key}-report.csv"'})
     body = report_to_dict(report)
     if query.format == "html":
-        return Response(render_template("report.html", experiment=store.to_json(experiment), report=body),
-                        mimetype="text/html")
+        return Response(_html_report(experiment, body), mimetype="text/html")
     return jsonify(body)
+
+
+def _html_report(experiment: Any, body: dict[str, Any]) -> str:
+    """The report as one self-contained page with the dashboard's sections, charts and words."""
+    from service.http.dashboard import present, report_page
+
+    labels = report_page.labels_of(experiment.arms)
+    shown = store.to_json(experiment)
+    return render_template("report.html", experiment=shown, report=body, labels=labels, problem=None,
+                           page=report_page.prepare(body, labels), export=True, fmt=present,
+                           status_label=present.status_label(shown), stylesheet=report_page.stylesheet())
 
 
 @api.get("/experiments/<key>/report/segments", responses={200: SegmentReports})

@@ -8,7 +8,6 @@ from typing import Any
 
 from flask import Response, abort, flash, g, redirect, render_template, request, url_for
 from flask.blueprints import BlueprintSetupState
-from markupsafe import Markup
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
@@ -18,7 +17,7 @@ from service.store import db
 from service.http.errors import ApiError
 from service.store.models import Experiment
 from service.store import experiments as store
-from service.http.dashboard import charts, present, queries, signin
+from service.http.dashboard import present, queries, report_page, signin
 from service.http.dashboard.blueprint import bp
 from service.http.dashboard import subjects as _subjects
 
@@ -149,7 +148,7 @@ def _report(database: Session, experiment: Experiment) -> tuple[dict[str, Any] |
 
 
 def _labels(experiment: Experiment) -> dict[str, str]:
-    return {arm.key: arm.name or arm.key for arm in experiment.arms}
+    return report_page.labels_of(experiment.arms)
 
 
 @bp.get("/")
@@ -194,23 +193,7 @@ def experiment(key: str) -> str:
     spec = store.spec_of(experiment)
     labels = _labels(experiment)
     report, problem = _report(database, experiment)
-    decision_table, other_tables, empty_metrics, chart_list = None, [], [], []
-    leader = None
-    if report is not None:
-        for block in report["metrics"]:
-            table = present.metric_table(block, labels)
-            if block["metric"] == report["decision_metric"]:
-                decision_table = table
-            elif present.has_data(block):
-                other_tables.append(table)
-            else:
-                empty_metrics.append(table.label)
-        metric_name = present.metric_label(report["decision_metric"])
-        chart_list = [
-            {"name": c.name, "title": c.title, "note": c.note, "svg": Markup(c.svg)}  # noqa: S704 - our own SVG
-            for c in charts.report_charts(report, labels, metric_name)
-        ]
-        leader = present.leader(report)
+    page = report_page.prepare(report, labels)
     audit = present.history_rows(list(reversed(store.audit_entries(database, experiment))))
     decision, decision_problem = _promotion_decision(database, experiment)
     return render_template(
@@ -220,11 +203,7 @@ def experiment(key: str) -> str:
         labels=labels,
         report=report,
         problem=problem,
-        leader=leader,
-        decision_table=decision_table,
-        other_tables=other_tables,
-        empty_metrics=empty_metrics,
-        charts=chart_list,
+        page=page,
         audit=audit,
         actions=lifecycle.allowed_actions(experiment.status),
         decision=decision,
