@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from flask import current_app, has_app_context
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
 from experiments import arbitration, eligibility
@@ -278,30 +278,31 @@ def _bandit_expectations(runtime: ExperimentRuntime, subject_id: str,
 
 
 def _arm_stats(session: Session, runtime: ExperimentRuntime) -> dict[str, ArmStats]:
-    """Decisions, rewarded decisions, revenue and conversions per arm (GROUP BY in SQL, cached a minute)."""
+    """Decisions, decisions with the reward event, revenue and converted decisions per arm (GROUP BY in
+    SQL; the caller caches them per policy version)."""
+    eid = runtime.id
     decided = dict(session.execute(
-        select(Assignment.arm_key, func.count()).where(Assignment.experiment_id == runtime.id)
+        select(Assignment.arm_key, func.count()).where(Assignment.experiment_id == eid)
         .group_by(Assignment.arm_key)).all())
     event = runtime.spec.reward.event
     column = _SUMMARY.get(event)
-    rewarded: dict[str, int] = {}
-    if column is None:
-        rewarded = dict(session.execute(
-            select(DecisionCustomOutcome.arm_key, func.count()).where(
-                DecisionCustomOutcome.experiment_id == runtime.id, DecisionCustomOutcome.event_type == event,
-                DecisionCustomOutcome.count > 0).group_by(DecisionCustomOutcome.arm_key)).all())
-    rows = session.execute(
-        select(DecisionOutcome.arm_key,
-               func.sum(case((column > 0, 1), else_=0)) if column is not None else func.count(),
-               func.coalesce(func.sum(DecisionOutcome.revenue), 0.0),
+    responded = func.sum(case((column > 0, 1), else_=0)) if column is not None else literal(0)
+    outcomes = {arm: (responses, revenue, conversions) for arm, responses, revenue, conversions in session.execute(
+        select(DecisionOutcome.arm_key, responded, func.coalesce(func.sum(DecisionOutcome.revenue), 0.0),
                func.sum(case((DecisionOutcome.conversions > 0, 1), else_=0)))
-        .where(DecisionOutcome.experiment_id == runtime.id).group_by(DecisionOutcome.arm_key)).all()
+        .where(DecisionOutcome.experiment_id == eid).group_by(DecisionOutcome.arm_key))}
+    if column is None:  # a custom reward event is counted in its own table
+        custom = dict(session.execute(
+            select(DecisionCustomOutcome.arm_key, func.count()).where(
+                DecisionCustomOutcome.experiment_id == eid, DecisionCustomOutcome.event_type == event,
+                DecisionCustomOutcome.count > 0).group_by(DecisionCustomOutcome.arm_key)).all())
     stats = {}
-    for arm, responses, revenue, conversions in rows:
-        stats[arm] = ArmStats(int(decided.get(arm, 0)), int(rewarded.get(arm, responses or 0)) if column is None
-                              else int(responses or 0), float(revenue or 0.0), int(conversions or 0))
-    for arm, n in decided.items():
-        stats.setdefault(arm, ArmStats(int(n), 0, 0.0, 0))
+    for arm in set(decided) | set(outcomes):
+        responses, revenue, conversions = outcomes.get(arm, (0, 0.0, 0))
+        if column is None:
+            responses = custom.get(arm, 0)
+        stats[arm] = ArmStats(int(decided.get(arm, 0)), int(responses or 0), float(revenue or 0.0),
+                              int(conversions or 0))
     return stats
 
 

@@ -140,3 +140,24 @@ def test_bad_requests_are_refused(api: Any) -> None:
     assert api.call("POST", "/v1/next-best-action", scope="analyst", json={"subject_id": "x"}).status_code == 403
     empty = nba(api, "x")
     assert empty["no_offer"] and empty["reason"] == "no_eligible_offer"
+
+
+def test_a_fixed_split_is_scored_by_its_measured_rate_of_the_reward_event(api: Any) -> None:
+    from service.usecases.nba import PRIOR_WEIGHT
+
+    api.create_experiment(offer("coupons", 10.0, custom_events=["coupon_used"],
+                                reward={"event": "coupon_used"}), start=True)
+    decisions = [api.assign("coupons", f"c-{i}") for i in range(30)]
+    used = [d for d in decisions if d["arm"] == "variant"][:4]
+    opened = next(d for d in decisions if d["arm"] == "control")  # other events are no reward
+    api.send_events([{"event_id": f"u-{i}", "type": "coupon_used", "assignment_id": d["assignment_id"],
+                      "occurred_at": datetime.now(timezone.utc).isoformat()} for i, d in enumerate(used)]
+                    + [{"event_id": "o-1", "type": "open", "assignment_id": opened["assignment_id"],
+                        "occurred_at": datetime.now(timezone.utc).isoformat()}])
+    answer = nba(api, "someone-new", channels=["email"], exploration=0.0, dry_run=True)
+    per_arm = Counter(d["arm"] for d in decisions)
+    pooled = len(used) / len(decisions)
+    responses = {arm["arm"]: arm["response"] for arm in answer["score"]["arms"]}
+    for arm, rewarded in (("variant", len(used)), ("control", 0)):
+        expected = (rewarded + PRIOR_WEIGHT * pooled) / (per_arm[arm] + PRIOR_WEIGHT)
+        assert responses[arm] == pytest.approx(expected, abs=1e-6), (arm, responses)
