@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 from flask import current_app, has_app_context
@@ -101,7 +102,10 @@ def next_best_action(session: Session, cache: RuntimeCache, open_session: Callab
     excluded: list[dict[str, Any]] = []
     candidates: list[Candidate] = []
     plans: dict[tuple[str, str], dict[str, Any]] = {}
-    hours = _subject_hours(session, subject_id, subject_zone)
+    # One time zone for the subject's hour counts, the quiet hours and the send time: the request's,
+    # else the profile's, else the operator's default (as the contact rules read it).
+    zone = _valid_zone(str(context.get("timezone") or subject_zone or contact.default_timezone() or "UTC"))
+    hours = _subject_hours(session, subject_id, zone)
     prior = _HOURS.get(("prior", str(session.get_bind().url)), lambda: _population_prior(open_session))
     for runtime in runtimes:
         verdict = eligibility.check(runtime.spec.eligibility, facts)
@@ -115,13 +119,11 @@ def next_best_action(session: Session, cache: RuntimeCache, open_session: Callab
         except ApiError as exc:  # the context does not fit this family's features
             excluded.append({"experiment": runtime.key, "reason": "context_does_not_fit", "detail": exc.message})
             continue
-        quiet = _quiet_hours(runtime)
-        zone = str(context.get("timezone") or subject_zone or contact.default_timezone() or "UTC")
-        hour = best_hour(hours, prior, quiet)
+        hour = best_hour(hours, prior, _quiet_hours(runtime))
         if hour.hour is None:
             excluded.append({"experiment": runtime.key, "reason": "quiet_hours", "detail": hour.reason})
             continue
-        send_at = next_send_at(now, hour.hour, _valid_zone(zone))
+        send_at = next_send_at(now, hour.hour, zone)
         for channel in channels:
             request = core.Request(subject_id, context or None, channel)
             judged = contact.verdicts(session, runtime, [request], now=send_at).get(0)
@@ -316,12 +318,12 @@ def _quiet_hours(runtime: ExperimentRuntime) -> tuple[bool, ...]:
     return tuple(mask)
 
 
-def _subject_hours(session: Session, subject_id: str, zone: str | None) -> np.ndarray:
-    """The subject's opens and clicks by hour of day in the subject's time zone."""
+def _subject_hours(session: Session, subject_id: str, zone: str) -> np.ndarray:
+    """The subject's opens and clicks by hour of day in `zone`."""
     since = utcnow() - timedelta(days=365)
     moments = session.scalars(select(Event.occurred_at).where(
         Event.subject_id == subject_id, Event.type.in_(("open", "click")), Event.occurred_at >= since)).all()
-    return _hour_counts(moments, _valid_zone(zone or contact.default_timezone() or "UTC"))
+    return _hour_counts(moments, zone)
 
 
 def _population_prior(open_session: Callable[[], Session]) -> HourPrior:
@@ -345,8 +347,6 @@ def _population_prior(open_session: Callable[[], Session]) -> HourPrior:
 
 
 def _hour_counts(moments: Sequence[datetime], zone: str) -> np.ndarray:
-    from zoneinfo import ZoneInfo
-
     tz = ZoneInfo(zone)
     counts = np.zeros(HOURS)
     for moment in moments:
@@ -355,8 +355,6 @@ def _hour_counts(moments: Sequence[datetime], zone: str) -> np.ndarray:
 
 
 def _valid_zone(zone: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
         ZoneInfo(zone)
         return zone
