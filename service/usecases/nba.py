@@ -77,8 +77,16 @@ class _TimedCache:
         return value
 
 
-_RATES = _TimedCache(60.0)
-_HOURS = _TimedCache(3600.0)
+def _cache(name: str, seconds: float) -> _TimedCache:
+    """A cache of this app (each app has its own database, so nothing crosses from one to another)."""
+    holder = current_app.extensions if has_app_context() else _CACHES
+    found = holder.get(f"nextbest.nba.{name}")
+    if found is None:
+        found = holder[f"nextbest.nba.{name}"] = _TimedCache(seconds)
+    return found
+
+
+_CACHES: dict[str, _TimedCache] = {}
 
 
 def next_best_action(session: Session, cache: RuntimeCache, open_session: Callable[[], Session], subject_id: str,
@@ -106,7 +114,7 @@ def next_best_action(session: Session, cache: RuntimeCache, open_session: Callab
     # else the profile's, else the operator's default (as the contact rules read it).
     zone = _valid_zone(str(context.get("timezone") or subject_zone or contact.default_timezone() or "UTC"))
     hours = _subject_hours(session, subject_id, zone)
-    prior = _HOURS.get(("prior", str(session.get_bind().url)), lambda: _population_prior(open_session))
+    prior = _cache("hours", 3600.0).get("prior", lambda: _population_prior(open_session))
     for runtime in runtimes:
         verdict = eligibility.check(runtime.spec.eligibility, facts)
         if not verdict.eligible:
@@ -234,8 +242,8 @@ def _arm_options(session: Session, runtime: ExperimentRuntime, subject_id: str,
         contexts = core.check_contexts(runtime, [core.Request(subject_id, context or None, None)])
         vector = runtime.policy.probabilities(contexts if runtime.policy.contextual else None)[0]
         probabilities = dict(zip(runtime.policy.arms, (float(p) for p in vector)))
-    stats = _RATES.get((str(session.get_bind().url), runtime.id, runtime.revision, runtime.policy_version),
-                       lambda: _arm_stats(session, runtime))
+    stats = _cache("rates", 60.0).get((runtime.id, runtime.revision, runtime.policy_version),
+                                      lambda: _arm_stats(session, runtime))
     expectations = _bandit_expectations(runtime, subject_id, context)
     pooled = sum(s.responses for s in stats.values()) / max(1, sum(s.decisions for s in stats.values()))
     prior = max(pooled, 1e-3) if sum(s.decisions for s in stats.values()) else PRIOR_RESPONSE
