@@ -21,6 +21,8 @@ from service.clock import utcnow
 from service.http.errors import ApiError
 from service.store.models import ApiKey
 
+_MAX_KEY_ID = 2**31 - 1  # api_keys.id is a 32-bit integer column
+
 # The OpenAPI security requirement of every route that takes a key (the blueprints declare it).
 BEARER = [{"bearer": []}]
 
@@ -62,7 +64,7 @@ def revoke_key(session: Session, ident: str) -> ApiKey:
     """Revoke the one active key with this id, prefix or name; 404 when none, 409 when several match
     (keys made before names were unique may share one: revoke those by id)."""
     clause = ApiKey.prefix == ident
-    if ident.isdigit():
+    if ident.isdigit() and int(ident) <= _MAX_KEY_ID:  # a prefix of twelve hex digits may be all digits too
         clause = clause | (ApiKey.id == int(ident))
     clause = clause | (ApiKey.name == ident)
     matches = list(session.scalars(select(ApiKey).where(clause, ApiKey.revoked_at.is_(None)).order_by(ApiKey.id)))

@@ -124,3 +124,12 @@ def _spec_file(tmp_path: Path) -> str:
 @pytest.fixture(autouse=True)
 def _no_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEXTBEST_JOBS", "off")
+
+
+def test_revoke_by_a_prefix_that_is_all_digits(app: Any, database_url: str) -> None:
+    with db_module.get_db(app).session() as session:
+        session.add(ApiKey(name="digits", scope="channel", prefix="123456789012", secret_hash="x" * 64,
+                           created_at=utcnow()))
+    revoked = nextbest(database_url, "keys", "revoke", "123456789012")
+    assert revoked.exit_code == 0, revoked.output
+    assert "revoked key 'digits'" in revoked.output
