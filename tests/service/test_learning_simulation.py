@@ -10,6 +10,9 @@ cheap. The numbers these tests measure are printed (pytest -s) and quoted in the
 
 from __future__ import annotations
 
+import itertools
+import os
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +26,8 @@ from service import clock, create_app
 from service.store import db as db_module
 from service.http.auth import create_key
 from service.jobs.learning import refit_all
+from service.store import experiments as store_experiments
+from service.usecases import decisions as decisions_module
 from tests.conftest import Api
 
 DAY = 86400
@@ -46,7 +51,13 @@ class Problem:
 
 
 @pytest.fixture
-def sim_api(tmp_path: Path) -> Any:
+def sim_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    # Every random number of the run comes from a seed, so a simulation gives the same numbers on every
+    # run: experiment salts (which seed each policy) are counted out in order, and this thread's
+    # decisions draw from a seeded generator instead of one seeded from the OS.
+    salts = itertools.count(1)
+    monkeypatch.setattr(store_experiments.secrets, "token_hex", lambda n=8: f"{next(salts):0{2 * n}x}")
+    monkeypatch.setattr(decisions_module._RNG, "held", (os.getpid(), np.random.default_rng(2026)), raising=False)
     url = f"sqlite:///{tmp_path / 'simulation.sqlite3'}"
     db_module.upgrade(url)
     app = create_app({"DATABASE_URL": url, "TESTING": True, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0,
