@@ -469,8 +469,11 @@ def outage_checks(args: argparse.Namespace, outage: Outage, prober: Prober, tota
     unshaped_503 = [e for e in everything if e[2] == 503 and not e[3]]
     checks.append(Check("no 5xx but 503, every 503 with Retry-After", not other_5xx and not unshaped_503,
                         f"{len(other_5xx)} other 5xx, {len(unshaped_503)} 503 without Retry-After"))
-    late_503 = [e for e in everything if e[2] == 503 and e[0] > recovered + 1.0]
-    checks.append(Check("no 503 once recovered", not late_503, f"{len(late_503)} after the first 200 (+1 s)"))
+    late_503 = [(r[0], r[1]) for r in totals.records if r[2] == 503 and r[0] > recovered + 1.0] + \
+        [(p.started, "prober") for p in prober.probes if p.status == 503 and p.started > recovered + 1.0]
+    checks.append(Check("no 503 once recovered", not late_503, f"{len(late_503)} after the first 200 (+1 s)" + (
+        ": " + ", ".join(f"{endpoint} at +{started - recovered:.1f} s" for started, endpoint in late_503[:5])
+        if late_503 else "")))
     api_errors = unexpected_errors(setup)
     checks.append(Check("no unexpected error (500) logged", not api_errors,
                         f"{len(api_errors)}" + (f", e.g. {api_errors[0][:200]}" if api_errors else "")))

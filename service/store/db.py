@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +74,7 @@ class Database:
         if self.engine.dialect.name == "postgresql":
             self.autocommit_engine = make_engine(url, pool_size, statement_timeout_ms, isolation_level="AUTOCOMMIT")
             self.autocommit_sessionmaker = sessionmaker(self.autocommit_engine, expire_on_commit=False)
+            _share_invalidation(self.engine, self.autocommit_engine)
         self.thread_connections = (ThreadConnections(self.autocommit_engine)
                                    if self.autocommit_engine.dialect.driver == "psycopg" else None)
 
@@ -128,12 +130,37 @@ class Database:
             self.autocommit_engine.dispose()
 
 
+_SIBLINGS: weakref.WeakKeyDictionary[Engine, list[weakref.ReferenceType[Engine]]] = weakref.WeakKeyDictionary()
+
+
+def _share_invalidation(*engines: Engine) -> None:
+    """Engines of one database share their fate: a connection one of them loses to a restarted server
+    makes the others replace their connections too, so the first request to use each pool after an
+    outage is not answered 503 again (the server dropped all of them)."""
+    for engine in engines:
+        _SIBLINGS[engine] = [weakref.ref(other) for other in engines if other is not engine]
+
+        @event.listens_for(engine, "handle_error")
+        def _lost(context: Any, _engine: Engine = engine) -> None:
+            if context.is_disconnect:
+                _invalidate_siblings(_engine)
+
+
+def _invalidate_siblings(engine: Engine) -> None:
+    for ref in _SIBLINGS.get(engine, ()):
+        sibling = ref()
+        if sibling is not None:
+            sibling.pool._invalidate_time = time.time()  # every connection made before now is replaced
+
+
 def _driver_error(engine: Engine, pooled: Any, exc: Exception, check_in: bool = True) -> DBAPIError:
     """A driver error as SQLAlchemy would raise it; after a lost connection the pool replaces every
-    connection made before it, as SQLAlchemy does on its own path (a restarted server dropped them all)."""
+    connection made before it, as SQLAlchemy does on its own path (a restarted server dropped them all),
+    and so do the other engines of the same database."""
     lost = engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None)
     if lost:
         engine.pool._invalidate(pooled, exc, _checkin=check_in)
+        _invalidate_siblings(engine)
     return DBAPIError.instance(None, None, exc, engine.dialect.loaded_dbapi.Error, connection_invalidated=lost)
 
 
