@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,10 +136,12 @@ def test_two_evaluators_at_once_promote_exactly_once(app: Any, api: Any, databas
 
 
 class Receiver:
-    """A local HTTP receiver that fails the first `failures` posts."""
+    """A local HTTP receiver that fails the first `failures` posts and takes `delay` seconds to answer
+    (so concurrent senders overlap)."""
 
-    def __init__(self, failures: int = 0):
+    def __init__(self, failures: int = 0, delay: float = 0.0):
         self.failures = failures
+        self.delay = delay
         self.received: list[tuple[dict[str, str], bytes]] = []
         outer = self
 
@@ -146,6 +150,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.received.append(({k: v for k, v in self.headers.items()}, body))
                 code = 500 if len(outer.received) <= outer.failures else 204
+                time.sleep(outer.delay)
                 self.send_response(code)
                 self.end_headers()
 
