@@ -18,7 +18,9 @@ Afterwards, by SQL: every acknowledged event (accepted or duplicate) is stored e
 with the decision it named, and was accepted exactly once over all its sends; nothing else is
 stored; every returned assignment_id exists, as returned; each fixed-split subject always got
 the same arm, the one the README's formula gives; the per-decision outcome summaries match the
-events; no request got a 5xx or failed; the server log has no traceback, crashed worker or key.
+events, and the report rollups the triggers kept under all that concurrency match the logs
+(`nextbest rollups check`); no request got a 5xx or failed; the server log has no traceback,
+crashed worker or key.
 
 Prints a table and exits 1 when a check fails. Only 127.0.0.1 is contacted; the database is
 named nextbest_load_* and dropped at the end.
@@ -643,6 +645,13 @@ def verify_data(setup: Setup, totals: Totals, run_id: str, exactly_one_acceptanc
                         f"{len(off_formula)} subjects got another arm than sha256(salt:subject) gives"))
     checks.append(Check("outcome summaries match events", summary_mismatches == 0,
                         f"{summary_mismatches} decisions whose summary differs from their events"))
+    rollups = subprocess.run([str(VENV_BIN / "nextbest"), "rollups", "check"], cwd=ROOT, capture_output=True,
+                             text=True, env=dict(os.environ, DATABASE_URL=setup.service.database_url), timeout=600)
+    differences = rollups.stdout.strip().splitlines()
+    checks.append(Check("report rollups match the logs", rollups.returncode == 0,
+                        differences[-1] if differences else rollups.stderr.strip()[-200:]))
+    if rollups.returncode != 0:
+        log("rollup differences:\n" + "\n".join(differences[:20]))
     return checks, facts
 
 

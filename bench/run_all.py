@@ -35,7 +35,7 @@ OTHER_LIMIT = 240
 SCRIPTS = [
     ("assign", "assign_bench.py", "Decisions: POST /v1/assign and /v1/assign/batch", 240),
     ("ingest", "ingest_bench.py", "Outcomes: POST /v1/events", 240),
-    ("report", "report_bench.py", "Reports: GET /v1/experiments/{key}/report at 1M decisions / 3M events", 300),
+    ("report", "report_bench.py", "Reports: GET /v1/experiments/{key}/report at 1M and 20M decisions (3 events each)", 5400),
     ("clv", "clv_bench.py", "Lifetime value models (CDNOW and simulated customers)", 240),
     ("replay", "replay_hillstrom.py", "Offline replay of bandit policies on Hillstrom", 240),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import traceback
 from importlib import metadata
 from pathlib import Path
@@ -412,6 +413,55 @@ def promote_command() -> None:
     failed = [r["experiment"] for r in results if r.get("action") == "failed"]
     if failed:  # every other experiment was evaluated (and promoted) all the same; cron should still hear of it
         raise click.ClickException(f"the promotion check failed for {', '.join(failed)} (see the log)")
+
+
+@main.group()
+def rollups() -> None:
+    """Report rollups: the sums reports read, kept by the database as decisions and outcomes are stored."""
+
+
+def _experiment_ids(session: Any, key: str | None) -> list[int] | None:
+    from service.store import experiments as store
+
+    return None if key is None else [store.get(session, key).id]
+
+
+@rollups.command("rebuild")
+@click.option("--experiment", "key", default=None, help="only this experiment")
+def rollups_rebuild(key: str | None) -> None:
+    """Recompute the rollups from the decision and outcome logs (holds writes to the logs while it runs)."""
+    from service.store import rollups as rollup_store
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        started = time.monotonic()
+        result = rollup_store.rebuild(session, _experiment_ids(session, key))
+        session.commit()
+    click.echo(json.dumps({**result, "seconds": round(time.monotonic() - started, 3)}))
+
+
+@rollups.command("check")
+@click.option("--experiment", "key", default=None, help="only this experiment")
+def rollups_check(key: str | None) -> None:
+    """Compare the rollups with the logs; exit 4 and list the differences when they disagree."""
+    from sqlalchemy import select
+
+    from service.store import rollups as rollup_store
+    from service.store.models import Experiment
+
+    database = _database()
+    _require_migrated(database)
+    problems: list[str] = []
+    with database.session() as session:
+        ids = _experiment_ids(session, key) or list(session.scalars(select(Experiment.id).order_by(Experiment.id)))
+        for experiment_id in ids:
+            problems += [f"experiment {experiment_id}: {p}" for p in rollup_store.verify(session, experiment_id)]
+    for problem in problems:
+        click.echo(problem)
+    click.echo(json.dumps({"experiments": len(ids), "differences": len(problems)}))
+    if problems:
+        raise SystemExit(EXIT_CODES["invalid"])
 
 
 @main.group()

@@ -388,3 +388,99 @@ class ServerSecret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime]
+
+
+class SubjectArmSums(Base):
+    """One subject's totals in one arm of an experiment, kept by database triggers (alembic 0013).
+
+    The subject-clustered statistics need sums over subjects of n_i^2, y_i^2 and n_i*y_i, which
+    do not add up across days; the triggers keep each subject's n_i and y_i here so that every
+    change to them can add its exact difference to `arm_cluster_sums`.
+    """
+
+    __tablename__ = "subject_arm_sums"
+    __table_args__ = (Index("ix_subject_arm_sums_subject", "subject_id"),)
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    arm_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    decisions: Mapped[int] = mapped_column(BigInteger, default=0)
+    opened: Mapped[int] = mapped_column(BigInteger, default=0)
+    clicked: Mapped[int] = mapped_column(BigInteger, default=0)
+    converted: Mapped[int] = mapped_column(BigInteger, default=0)
+    unsubscribed: Mapped[int] = mapped_column(BigInteger, default=0)
+    opened_clicked: Mapped[int] = mapped_column(BigInteger, default=0)
+    revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    converter_revenue: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ArmDayRollup(Base):
+    """Per experiment, arm, decision day and holdout flag: the additive sums every report reads.
+
+    `shard` spreads concurrent writers over several rows (PostgreSQL: the backend's pid modulo 8);
+    readers add the shards up. Kept by the triggers of alembic 0013, rebuilt by `nextbest rollups rebuild`.
+    """
+
+    __tablename__ = "arm_day_rollups"
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    arm_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    holdout: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    decisions: Mapped[int] = mapped_column(BigInteger, default=0)
+    propensity_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    weight_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    weight2_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    opened: Mapped[int] = mapped_column(BigInteger, default=0)
+    clicked: Mapped[int] = mapped_column(BigInteger, default=0)
+    converted: Mapped[int] = mapped_column(BigInteger, default=0)
+    unsubscribed: Mapped[int] = mapped_column(BigInteger, default=0)
+    opens: Mapped[int] = mapped_column(BigInteger, default=0)
+    clicks: Mapped[int] = mapped_column(BigInteger, default=0)
+    conversions: Mapped[int] = mapped_column(BigInteger, default=0)
+    unsubscribes: Mapped[int] = mapped_column(BigInteger, default=0)
+    revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    revenue2: Mapped[float] = mapped_column(Float, default=0.0)
+    converter_revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    converter_revenue2: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted_opened: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted2_opened: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted_clicked: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted2_clicked: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted_converted: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted2_converted: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted_unsubscribed: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted2_unsubscribed: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted_revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted2_revenue: Mapped[float] = mapped_column(Float, default=0.0)
+    weighted2_revenue2: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ArmClusterSums(Base):
+    """Per experiment and arm: the sums over subjects that cluster every interval on subjects
+    (`reports.stats.SubjectSums`), kept from `subject_arm_sums` by triggers, sharded as above."""
+
+    __tablename__ = "arm_cluster_sums"
+
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    arm_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subjects: Mapped[int] = mapped_column(BigInteger, default=0)
+    decisions2: Mapped[int] = mapped_column(BigInteger, default=0)
+    opened_sq: Mapped[int] = mapped_column(BigInteger, default=0)
+    opened_by_decisions: Mapped[int] = mapped_column(BigInteger, default=0)
+    clicked_sq: Mapped[int] = mapped_column(BigInteger, default=0)
+    clicked_by_decisions: Mapped[int] = mapped_column(BigInteger, default=0)
+    converted_sq: Mapped[int] = mapped_column(BigInteger, default=0)
+    converted_by_decisions: Mapped[int] = mapped_column(BigInteger, default=0)
+    unsubscribed_sq: Mapped[int] = mapped_column(BigInteger, default=0)
+    unsubscribed_by_decisions: Mapped[int] = mapped_column(BigInteger, default=0)
+    revenue_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    revenue_by_decisions: Mapped[float] = mapped_column(Float, default=0.0)
+    converters: Mapped[int] = mapped_column(BigInteger, default=0)
+    converter_revenue_sq: Mapped[float] = mapped_column(Float, default=0.0)
+    converter_revenue_by_converted: Mapped[float] = mapped_column(Float, default=0.0)
+    openers: Mapped[int] = mapped_column(BigInteger, default=0)
+    opened_clicked_sq: Mapped[int] = mapped_column(BigInteger, default=0)
+    opened_clicked_by_opened: Mapped[int] = mapped_column(BigInteger, default=0)

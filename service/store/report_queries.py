@@ -1,8 +1,10 @@
 """SQL that turns decisions and outcome summaries into the report's sufficient statistics.
 
-Everything is GROUP BY arm (and day) in the database over two narrow tables:
-`assignments` gives the denominators, `decision_outcomes` the numerators. A
-decision without outcomes contributes zero to every sum, so no join is needed.
+A report over the whole experiment reads the rollups the database keeps current
+(service/store/rollups.py): O(arms x days) rows. A segment or a time window, CUPED,
+LTV-adjusted value and the bandit section read the logs: GROUP BY arm (and day) over
+two narrow tables, `assignments` for the denominators and `decision_outcomes` for the
+numerators. A decision without outcomes contributes zero to every sum.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from experiments.spec import BanditAllocation, ExperimentSpec
 from reports.inputs import ArmSummary, BanditInput, DailyArmSummary, ReportInput
 from reports.stats import MeanStats, SubjectSums
 
+from service.store import rollups
+from service.store.rollups import EVENTS as ROLLUP_EVENTS, ArmTotals
 from service.store.models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment, Subject, SubjectValue, SuppressedRequest
 
 O = DecisionOutcome
@@ -227,78 +231,91 @@ def reward_value(spec: ExperimentSpec) -> ColumnElement[float]:
     return cast(case((column > 0, 1.0), else_=0.0), Float)
 
 
+def _whole_experiment() -> bool:
+    """Whether the report covers every decision (no segment, no time window): then the rollups serve it."""
+    return _segment.get() is None and _window.get() is None
+
+
+def _scanned_totals(session: Session, eid: int) -> dict[str, ArmTotals]:
+    """Per-arm totals aggregated from the logs, within the current segment and time window."""
+    totals: dict[str, ArmTotals] = {}
+    for row in session.execute(
+        select(A.arm_key, func.count().label("n"), func.count(func.distinct(A.subject_id)).label("subjects"),
+               func.sum(A.propensity).label("propensity_sum"))
+        .where(_a_scope(eid)).group_by(A.arm_key)
+    ):
+        totals[row.arm_key] = ArmTotals(decisions=int(row.n), subjects=int(row.subjects),
+                                        propensity_sum=float(row.propensity_sum or 0))
+    for o in session.execute(
+        select(
+            O.arm_key,
+            _reached(O.opens).label("r_open"), _reached(O.clicks).label("r_click"),
+            _reached(O.conversions).label("r_conversion"), _reached(O.unsubscribes).label("r_unsubscribe"),
+            func.sum(O.opens).label("n_open"), func.sum(O.clicks).label("n_click"),
+            func.sum(O.conversions).label("n_conversion"), func.sum(O.unsubscribes).label("n_unsubscribe"),
+            func.sum(O.revenue).label("revenue"), func.sum(O.revenue * O.revenue).label("revenue2"),
+            func.sum(case((O.conversions > 0, O.revenue), else_=0.0)).label("conv_revenue"),
+            func.sum(case((O.conversions > 0, O.revenue * O.revenue), else_=0.0)).label("conv_revenue2"),
+        ).where(_o_scope(eid)).group_by(O.arm_key)
+    ):
+        arm = totals.setdefault(o.arm_key, ArmTotals())
+        arm.reached = {event: int(getattr(o, f"r_{event}") or 0) for event in ROLLUP_EVENTS}
+        arm.counts = {event: int(getattr(o, f"n_{event}") or 0) for event in ROLLUP_EVENTS}
+        arm.revenue, arm.revenue2 = float(o.revenue or 0.0), float(o.revenue2 or 0.0)
+        arm.converter_revenue, arm.converter_revenue2 = float(o.conv_revenue or 0.0), float(o.conv_revenue2 or 0.0)
+    return totals
+
+
 def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec) -> ReportInput:
+    """The report's sufficient statistics: from the rollups for the whole experiment, else from the logs."""
     eid = experiment.id
-    if session.get_bind().dialect.name == "postgresql":
+    whole = _whole_experiment()
+    if session.get_bind().dialect.name == "postgresql" and (not whole or spec.custom_events or spec.covariate):
         # Distinct-subject counts and per-subject sums sort in memory instead of spilling to disk.
         session.execute(text("SET LOCAL work_mem = '64MB'"))
-    denominators = {
-        row.arm_key: row
-        for row in session.execute(
-            select(A.arm_key, func.count().label("n"), func.count(func.distinct(A.subject_id)).label("subjects"),
-                   func.avg(A.propensity).label("mean_propensity"))
-            .where(_a_scope(eid)).group_by(A.arm_key)
-        )
-    }
-    numerators = {
-        row.arm_key: row
-        for row in session.execute(
-            select(
-                O.arm_key,
-                _reached(O.opens).label("r_open"), _reached(O.clicks).label("r_click"),
-                _reached(O.conversions).label("r_conversion"), _reached(O.unsubscribes).label("r_unsubscribe"),
-                func.sum(O.opens).label("n_open"), func.sum(O.clicks).label("n_click"),
-                func.sum(O.conversions).label("n_conversion"), func.sum(O.unsubscribes).label("n_unsubscribe"),
-                func.sum(O.revenue).label("revenue"), func.sum(O.revenue * O.revenue).label("revenue2"),
-                func.sum(case((O.conversions > 0, O.revenue), else_=0.0)).label("conv_revenue"),
-                func.sum(case((O.conversions > 0, O.revenue * O.revenue), else_=0.0)).label("conv_revenue2"),
-            ).where(_o_scope(eid)).group_by(O.arm_key)
-        )
-    }
+    if whole:
+        clusters = rollups.cluster_sums(session, eid)
+        totals = rollups.arm_totals(session, eid, clusters)
+        if spec.custom_events:
+            _custom_subject_sums(session, eid, clusters)
+    else:
+        totals = _scanned_totals(session, eid)
+        clusters = subject_sums(session, eid, spec)
     custom: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
-    for row in session.execute(
-        select(DecisionCustomOutcome.arm_key, DecisionCustomOutcome.event_type, func.count().label("reached"),
-               func.sum(DecisionCustomOutcome.count).label("events"))
-        .where(DecisionCustomOutcome.experiment_id == eid, _segment_of(DecisionCustomOutcome.assignment_id, eid))
-        .group_by(DecisionCustomOutcome.arm_key, DecisionCustomOutcome.event_type)
-    ):
-        custom[row.arm_key][row.event_type] = (int(row.reached), int(row.events or 0))
+    if spec.custom_events:
+        for row in session.execute(
+            select(DecisionCustomOutcome.arm_key, DecisionCustomOutcome.event_type, func.count().label("reached"),
+                   func.sum(DecisionCustomOutcome.count).label("events"))
+            .where(DecisionCustomOutcome.experiment_id == eid, _segment_of(DecisionCustomOutcome.assignment_id, eid))
+            .group_by(DecisionCustomOutcome.arm_key, DecisionCustomOutcome.event_type)
+        ):
+            custom[row.arm_key][row.event_type] = (int(row.reached), int(row.events or 0))
 
     is_bandit = isinstance(spec.allocation, BanditAllocation)
     weights = spec.fixed_weights()
     covariates = _covariate_stats(session, eid, spec) if spec.covariate else {}
-    clusters = subject_sums(session, eid, spec)
     ltv_stats = ltv_arm_stats(session, experiment, spec) if wants_ltv(session, spec) else {}
     arms = []
     for arm in spec.arms:
-        d = denominators.get(arm.key)
-        o = numerators.get(arm.key)
-        n = int(d.n) if d else 0
-        reached = {
-            "open": int(o.r_open or 0) if o else 0, "click": int(o.r_click or 0) if o else 0,
-            "conversion": int(o.r_conversion or 0) if o else 0, "unsubscribe": int(o.r_unsubscribe or 0) if o else 0,
-        }
-        counts = {
-            "open": int(o.n_open or 0) if o else 0, "click": int(o.n_click or 0) if o else 0,
-            "conversion": int(o.n_conversion or 0) if o else 0,
-            "unsubscribe": int(o.n_unsubscribe or 0) if o else 0,
-        }
+        t = totals.get(arm.key) or ArmTotals()
+        n = t.decisions
+        reached, counts = dict(t.reached), dict(t.counts)
         for event_type in spec.custom_events:
             r, c = custom.get(arm.key, {}).get(event_type, (0, 0))
             reached[event_type], counts[event_type] = r, c
         if is_bandit:
             # A bandit's expected share is its mean propensity; before any decision (or once they are all
             # erased) every arm is equally likely, rather than all shares 0, which no split test can use.
-            expected = float(d.mean_propensity) if d and d.mean_propensity is not None else \
-                0.0 if denominators else 1.0 / len(spec.arms)
+            mean = t.mean_propensity
+            expected = mean if mean is not None else \
+                0.0 if any(x.decisions for x in totals.values()) else 1.0 / len(spec.arms)
         else:
             expected = weights.get(arm.key, 0.0)
         arms.append(ArmSummary(
             arm=arm.key, is_control=arm.is_control, expected_share=expected, decisions=n,
-            subjects=int(d.subjects) if d else 0, reached=reached, event_counts=counts,
-            revenue=MeanStats(n, float(o.revenue or 0.0) if o else 0.0, float(o.revenue2 or 0.0) if o else 0.0),
-            converter_revenue=MeanStats(reached["conversion"], float(o.conv_revenue or 0.0) if o else 0.0,
-                                        float(o.conv_revenue2 or 0.0) if o else 0.0),
+            subjects=t.subjects, reached=reached, event_counts=counts,
+            revenue=MeanStats(n, t.revenue, t.revenue2),
+            converter_revenue=MeanStats(reached["conversion"], t.converter_revenue, t.converter_revenue2),
             covariate=covariates.get(arm.key),
             clusters=clusters.get(arm.key),
             **_ltv_fields(ltv_stats.get(arm.key)),
@@ -318,14 +335,16 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
         experiment=experiment.key,
         allocation_type="bandit" if is_bandit else "fixed",
         arms=arms,
-        daily=_daily(session, eid, spec),
+        daily=rollups.daily(session, eid) if whole else _daily(session, eid, spec),
         metrics=[m for m in metrics if m != "ltv_adjusted_value" or ltv_stats],
         decision_metric=decision_metric,
         confidence=spec.promotion.confidence if spec.promotion else 0.95,
         bandit=_bandit_input(session, eid, spec) if is_bandit else None,
         unattributed_events=unattributed_counts(session, eid),
         suppressed=suppressed_counts(session, eid),
-        srm_counts={arm.key: 0 for arm in spec.arms} | _counts_before(session, eid, experiment.promoted_at)
+        srm_counts={arm.key: 0 for arm in spec.arms} | (
+            rollups.counts_before(session, eid, experiment.promoted_at) if whole
+            else _counts_before(session, eid, experiment.promoted_at))
         if experiment.promoted_at and not is_bandit else None,
     )
 
@@ -490,7 +509,7 @@ def _daily(session: Session, eid: int, spec: ExperimentSpec) -> list[DailyArmSum
     for (day_text, arm), n in sorted(counts.items()):
         o = outcomes.get((day_text, arm))
         reached = {"open": int(o.r_open or 0), "click": int(o.r_click or 0), "conversion": int(o.r_conversion or 0),
-                   "unsubscribe": int(o.r_unsubscribe or 0)} if o else {}
+                   "unsubscribe": int(o.r_unsubscribe or 0)} if o else dict.fromkeys(ROLLUP_EVENTS, 0)
         days.append(DailyArmSummary(
             day=date.fromisoformat(day_text[:10]), arm=arm, decisions=n, reached=reached,
             revenue=MeanStats(n, float(o.revenue or 0) if o else 0.0, float(o.revenue2 or 0) if o else 0.0),

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from service.store.bulk import bulk_write
 from service.clock import utcnow
-from service.store.models import Assignment, DecisionCustomOutcome, DecisionOutcome, DoNotContact, Event, Suppression
+from service.store.models import (Assignment, DecisionCustomOutcome, DecisionOutcome, DoNotContact, Event,
+                                  SubjectArmSums, Suppression)
 from service.store.pseudonyms import app_secret, subject_hash
 from service.store.experiments import audit
 
@@ -45,6 +46,9 @@ def erase_subject(session: Session, subject_id: str, actor: str) -> dict[str, An
         counts["events"] += session.execute(delete(Event).where(Event.assignment_id.in_(chunk))).rowcount or 0
     counts["events"] += session.execute(delete(Event).where(Event.subject_id == subject_id)).rowcount or 0
     session.execute(delete(Assignment).where(Assignment.subject_id == subject_id))
+    # The triggers removed the subject's rows with its decisions; rows of decisions already retired
+    # from the logs stay in no other table keyed by the id.
+    session.execute(delete(SubjectArmSums).where(SubjectArmSums.subject_id == subject_id))
     from service.usecases.profiles import erase_profile_rows
 
     counts.update(erase_profile_rows(session, subject_id))

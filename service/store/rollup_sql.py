@@ -1,0 +1,310 @@
+"""The SQL that keeps the report rollups current: database triggers, and the rebuild from the logs.
+
+Two levels, both inside the transaction that writes the decision or outcome:
+
+1. `assignments` and `decision_outcomes` -> `subject_arm_sums` (each subject's n_i and y_i per arm)
+   and `arm_day_rollups` (additive sums per arm, decision day and holdout flag).
+2. `subject_arm_sums` -> `arm_cluster_sums`: every change to a subject's row adds f(new) - f(old),
+   where f gives the row's terms of the sums over subjects (1, n^2, y^2, n*y per metric). A sum
+   of such differences is exactly the sum over the current rows, whatever the order of events.
+
+Triggers see every write path at once (single decisions, batches, COPY imports, ingestion's one
+statement, erasure). PostgreSQL runs them once per statement over its transition tables, in a
+fixed key order (rows of subjects first, then rollups), so concurrent writers take their locks in
+the same order; SQLite, with one writer at a time, runs them per row.
+
+The per-decision values are written once here, as SQL text over a `decision_outcomes` row, and
+used by the triggers and by the rebuild, so the two cannot disagree on what a metric is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Shards of the rollup rows: concurrent writers (PostgreSQL backends) add to different rows.
+SHARDS = 8
+
+# A decision_outcomes row's per-decision values, as SQL over alias `{x}` (subject-level numerators).
+SUBJECT_OUTCOME_VALUES: dict[str, str] = {
+    "opened": "CASE WHEN {x}.opens > 0 THEN 1 ELSE 0 END",
+    "clicked": "CASE WHEN {x}.clicks > 0 THEN 1 ELSE 0 END",
+    "converted": "CASE WHEN {x}.conversions > 0 THEN 1 ELSE 0 END",
+    "unsubscribed": "CASE WHEN {x}.unsubscribes > 0 THEN 1 ELSE 0 END",
+    "opened_clicked": "CASE WHEN {x}.opens > 0 AND {x}.clicks > 0 THEN 1 ELSE 0 END",
+    "revenue": "COALESCE({x}.revenue, 0.0)",
+    "converter_revenue": "CASE WHEN {x}.conversions > 0 THEN COALESCE({x}.revenue, 0.0) ELSE 0.0 END",
+}
+SUBJECT_COLUMNS: tuple[str, ...] = ("decisions", *SUBJECT_OUTCOME_VALUES)
+
+_W = "(1.0 / NULLIF({x}.propensity, 0))"
+_INDICATORS = ("opened", "clicked", "converted", "unsubscribed")
+
+# A decision's additive values in the day rollup, from its assignments row (alias `{x}`).
+DAY_DECISION_VALUES: dict[str, str] = {
+    "decisions": "1",
+    "propensity_sum": "{x}.propensity",
+    "weight_sum": _W,
+    "weight2_sum": f"{_W} * {_W}",
+}
+
+# ... and from its decision_outcomes row (alias `{x}`), which carries the propensity too.
+DAY_OUTCOME_VALUES: dict[str, str] = {
+    **{name: SUBJECT_OUTCOME_VALUES[name] for name in _INDICATORS},
+    "opens": "{x}.opens", "clicks": "{x}.clicks", "conversions": "{x}.conversions",
+    "unsubscribes": "{x}.unsubscribes",
+    "revenue": SUBJECT_OUTCOME_VALUES["revenue"],
+    "revenue2": f"{SUBJECT_OUTCOME_VALUES['revenue']} * {SUBJECT_OUTCOME_VALUES['revenue']}",
+    "converter_revenue": SUBJECT_OUTCOME_VALUES["converter_revenue"],
+    "converter_revenue2": (f"{SUBJECT_OUTCOME_VALUES['converter_revenue']} * "
+                           f"{SUBJECT_OUTCOME_VALUES['converter_revenue']}"),
+    **{f"weighted_{name}": f"{_W} * {SUBJECT_OUTCOME_VALUES[name]}" for name in (*_INDICATORS, "revenue")},
+    **{f"weighted2_{name}": f"{_W} * {_W} * {SUBJECT_OUTCOME_VALUES[name]}" for name in (*_INDICATORS, "revenue")},
+    "weighted2_revenue2": (f"{_W} * {_W} * {SUBJECT_OUTCOME_VALUES['revenue']} * "
+                           f"{SUBJECT_OUTCOME_VALUES['revenue']}"),
+}
+DAY_COLUMNS: tuple[str, ...] = (*DAY_DECISION_VALUES, *DAY_OUTCOME_VALUES)
+DAY_KEYS = ("experiment_id", "arm_key", "day", "holdout", "shard")
+
+# A subject_arm_sums row's terms of the sums over subjects (alias `{x}`).
+CLUSTER_VALUES: dict[str, str] = {
+    "subjects": "1",
+    "decisions2": "{x}.decisions * {x}.decisions",
+    **{term: expr for name in (*_INDICATORS, "revenue") for term, expr in (
+        (f"{name}_sq", f"{{x}}.{name} * {{x}}.{name}"),
+        (f"{name}_by_decisions", f"{{x}}.decisions * {{x}}.{name}"),
+    )},
+    "converters": "CASE WHEN {x}.converted > 0 THEN 1 ELSE 0 END",
+    "converter_revenue_sq": "{x}.converter_revenue * {x}.converter_revenue",
+    "converter_revenue_by_converted": "{x}.converted * {x}.converter_revenue",
+    "openers": "CASE WHEN {x}.opened > 0 THEN 1 ELSE 0 END",
+    "opened_clicked_sq": "{x}.opened_clicked * {x}.opened_clicked",
+    "opened_clicked_by_opened": "{x}.opened * {x}.opened_clicked",
+}
+CLUSTER_COLUMNS: tuple[str, ...] = tuple(CLUSTER_VALUES)
+CLUSTER_KEYS = ("experiment_id", "arm_key", "shard")
+SUBJECT_KEYS = ("experiment_id", "subject_id", "arm_key")
+
+ROLLUP_TABLES = ("arm_cluster_sums", "arm_day_rollups", "subject_arm_sums")
+
+
+def _of(values: dict[str, str], alias: str) -> dict[str, str]:
+    return {name: expr.replace("{x}", alias) for name, expr in values.items()}
+
+
+def _day(dialect: str, column: str) -> str:
+    """The UTC date of a stored decision time (SQLite keeps naive UTC text)."""
+    return f"CAST(({column} AT TIME ZONE 'UTC') AS date)" if dialect == "postgresql" else f"date({column})"
+
+
+def _shard(dialect: str) -> str:
+    return f"(pg_backend_pid() % {SHARDS})" if dialect == "postgresql" else "0"
+
+
+def _merge(table: str, keys: Sequence[str], columns: Sequence[str]) -> str:
+    sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in columns)
+    return f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+
+
+# PostgreSQL: statement-level triggers over transition tables.
+
+def _pg_signed(parts: Sequence[tuple[str, str]]) -> str:
+    """UNION ALL of (sign, transition table) pairs, e.g. [("1", "new_rows"), ("-1", "old_rows")]."""
+    return " UNION ALL ".join(f"SELECT {sign} AS sign, r.* FROM {table} AS r" for sign, table in parts)
+
+
+def _pg_assignment_deltas(parts: Sequence[tuple[str, str]]) -> str:
+    signed = _pg_signed(parts)
+    subject_values = ", ".join(f"sum(d.sign) AS decisions" if c == "decisions" else "0" for c in SUBJECT_COLUMNS)
+    day_values = ", ".join(
+        f"sum(d.sign * {expr})" for expr in _of(DAY_DECISION_VALUES, "d").values())
+    zero_outcomes = ", ".join("0" for _ in DAY_OUTCOME_VALUES)
+    return f"""
+    INSERT INTO subject_arm_sums ({', '.join(SUBJECT_KEYS)}, {', '.join(SUBJECT_COLUMNS)})
+    SELECT d.experiment_id, d.subject_id, d.arm_key, {subject_values}
+    FROM ({signed}) AS d
+    GROUP BY d.experiment_id, d.subject_id, d.arm_key
+    HAVING sum(d.sign) <> 0
+    ORDER BY d.experiment_id, d.subject_id COLLATE "C", d.arm_key COLLATE "C"
+    {_merge('subject_arm_sums', SUBJECT_KEYS, ['decisions'])};
+    DELETE FROM subject_arm_sums AS s USING (SELECT DISTINCT experiment_id, subject_id, arm_key FROM ({signed}) AS d
+                                            WHERE d.sign < 0) AS gone
+    WHERE s.experiment_id = gone.experiment_id AND s.subject_id = gone.subject_id AND s.arm_key = gone.arm_key
+      AND s.decisions <= 0;
+    INSERT INTO arm_day_rollups ({', '.join(DAY_KEYS)}, {', '.join(DAY_COLUMNS)})
+    SELECT d.experiment_id, d.arm_key, {_day('postgresql', 'd.created_at')}, d.holdout, {_shard('postgresql')},
+           {day_values}, {zero_outcomes}
+    FROM ({signed}) AS d
+    GROUP BY 1, 2, 3, 4
+    ORDER BY d.experiment_id, d.arm_key COLLATE "C", 3, 4
+    {_merge('arm_day_rollups', DAY_KEYS, DAY_DECISION_VALUES)};"""
+
+
+def _pg_outcome_deltas(parts: Sequence[tuple[str, str]]) -> str:
+    signed = _pg_signed(parts)
+    subject_values = ", ".join(
+        "0" if c == "decisions" else f"sum(o.sign * {SUBJECT_OUTCOME_VALUES[c].replace('{x}', 'o')})"
+        for c in SUBJECT_COLUMNS)
+    changed = " OR ".join(f"sum(o.sign * {SUBJECT_OUTCOME_VALUES[c].replace('{x}', 'o')}) <> 0"
+                          for c in SUBJECT_OUTCOME_VALUES)
+    zero_decisions = ", ".join("0" for _ in DAY_DECISION_VALUES)
+    day_values = ", ".join(f"sum(o.sign * {expr})" for expr in _of(DAY_OUTCOME_VALUES, "o").values())
+    return f"""
+    INSERT INTO subject_arm_sums ({', '.join(SUBJECT_KEYS)}, {', '.join(SUBJECT_COLUMNS)})
+    SELECT o.experiment_id, a.subject_id, o.arm_key, {subject_values}
+    FROM ({signed}) AS o JOIN assignments AS a ON a.id = o.assignment_id
+    GROUP BY o.experiment_id, a.subject_id, o.arm_key
+    HAVING {changed}
+    ORDER BY o.experiment_id, a.subject_id COLLATE "C", o.arm_key COLLATE "C"
+    {_merge('subject_arm_sums', SUBJECT_KEYS, SUBJECT_OUTCOME_VALUES)};
+    INSERT INTO arm_day_rollups ({', '.join(DAY_KEYS)}, {', '.join(DAY_COLUMNS)})
+    SELECT o.experiment_id, o.arm_key, o.day, o.holdout, {_shard('postgresql')}, {zero_decisions}, {day_values}
+    FROM ({signed}) AS o
+    GROUP BY 1, 2, 3, 4
+    ORDER BY o.experiment_id, o.arm_key COLLATE "C", 3, 4
+    {_merge('arm_day_rollups', DAY_KEYS, DAY_OUTCOME_VALUES)};"""
+
+
+def _pg_cluster_deltas(parts: Sequence[tuple[str, str]]) -> str:
+    signed = _pg_signed(parts)
+    values = ", ".join(f"sum(s.sign * ({expr}))" for expr in _of(CLUSTER_VALUES, "s").values())
+    return f"""
+    INSERT INTO arm_cluster_sums ({', '.join(CLUSTER_KEYS)}, {', '.join(CLUSTER_COLUMNS)})
+    SELECT s.experiment_id, s.arm_key, {_shard('postgresql')}, {values}
+    FROM ({signed}) AS s
+    GROUP BY 1, 2
+    ORDER BY s.experiment_id, s.arm_key COLLATE "C"
+    {_merge('arm_cluster_sums', CLUSTER_KEYS, CLUSTER_COLUMNS)};"""
+
+
+_PG_TRIGGERS = {
+    # table: (function name, builder of the statements for given (sign, transition table) parts)
+    "assignments": ("nb_rollups_assignments", _pg_assignment_deltas),
+    "decision_outcomes": ("nb_rollups_decision_outcomes", _pg_outcome_deltas),
+    "subject_arm_sums": ("nb_rollups_subject_arm_sums", _pg_cluster_deltas),
+}
+
+
+def pg_trigger_ddl() -> list[str]:
+    """CREATE FUNCTION / CREATE TRIGGER statements (PostgreSQL), one trigger per table and operation."""
+    statements = []
+    for table, (name, build) in _PG_TRIGGERS.items():
+        for op, parts, referencing in (
+            ("INSERT", [("1", "new_rows")], "NEW TABLE AS new_rows"),
+            ("UPDATE", [("1", "new_rows"), ("-1", "old_rows")], "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+            ("DELETE", [("-1", "old_rows")], "OLD TABLE AS old_rows"),
+        ):
+            function = f"{name}_{op.lower()}"
+            statements.append(
+                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$\n"
+                f"BEGIN{build(parts)}\n    RETURN NULL;\nEND\n$body$")
+            statements.append(
+                f"CREATE TRIGGER {function} AFTER {op} ON {table} REFERENCING {referencing} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()")
+    return statements
+
+
+def pg_drop_ddl() -> list[str]:
+    out = []
+    for table, (name, _) in _PG_TRIGGERS.items():
+        for op in ("insert", "update", "delete"):
+            out.append(f"DROP TRIGGER IF EXISTS {name}_{op} ON {table}")
+            out.append(f"DROP FUNCTION IF EXISTS {name}_{op}()")
+    return out
+
+
+# SQLite: row triggers (one writer at a time, so no lock order to keep).
+
+def _sqlite_upsert(table: str, keys: Sequence[str], key_values: Sequence[str], columns: Sequence[str],
+                   values: Sequence[str]) -> str:
+    return (f"INSERT INTO {table} ({', '.join([*keys, *columns])}) VALUES ({', '.join([*key_values, *values])}) "
+            f"{_merge(table, keys, columns)};")
+
+
+def _sqlite_row_deltas(table: str, sign: str, row: str) -> str:
+    """Statements adding `sign` times the contribution of row `row` (NEW or OLD) of `table`."""
+    if table == "assignments":
+        day = _day("sqlite", f"{row}.created_at")
+        out = _sqlite_upsert("subject_arm_sums", SUBJECT_KEYS, [f"{row}.experiment_id", f"{row}.subject_id",
+                                                                 f"{row}.arm_key"],
+                             ["decisions"], [sign])
+        if sign.startswith("-"):
+            out += (f" DELETE FROM subject_arm_sums WHERE experiment_id = {row}.experiment_id AND "
+                    f"subject_id = {row}.subject_id AND arm_key = {row}.arm_key AND decisions <= 0;")
+        out += _sqlite_upsert("arm_day_rollups", DAY_KEYS, [f"{row}.experiment_id", f"{row}.arm_key", day,
+                                                            f"{row}.holdout", "0"],
+                              list(DAY_DECISION_VALUES),
+                              [f"{sign} * ({expr})" for expr in _of(DAY_DECISION_VALUES, row).values()])
+        return out
+    if table == "decision_outcomes":
+        subject = f"(SELECT subject_id FROM assignments WHERE id = {row}.assignment_id)"
+        out = _sqlite_upsert("subject_arm_sums", SUBJECT_KEYS, [f"{row}.experiment_id", subject, f"{row}.arm_key"],
+                             list(SUBJECT_OUTCOME_VALUES),
+                             [f"{sign} * ({expr})" for expr in _of(SUBJECT_OUTCOME_VALUES, row).values()])
+        out += _sqlite_upsert("arm_day_rollups", DAY_KEYS, [f"{row}.experiment_id", f"{row}.arm_key", f"{row}.day",
+                                                            f"{row}.holdout", "0"],
+                              list(DAY_OUTCOME_VALUES),
+                              [f"{sign} * ({expr})" for expr in _of(DAY_OUTCOME_VALUES, row).values()])
+        return out
+    return _sqlite_upsert("arm_cluster_sums", CLUSTER_KEYS, [f"{row}.experiment_id", f"{row}.arm_key", "0"],
+                          list(CLUSTER_COLUMNS), [f"{sign} * ({expr})" for expr in _of(CLUSTER_VALUES, row).values()])
+
+
+def sqlite_trigger_ddl() -> list[str]:
+    statements = []
+    for table in _PG_TRIGGERS:
+        name = _PG_TRIGGERS[table][0]
+        for op, body in (
+            ("INSERT", _sqlite_row_deltas(table, "1", "NEW")),
+            ("UPDATE", _sqlite_row_deltas(table, "-1", "OLD") + " " + _sqlite_row_deltas(table, "1", "NEW")),
+            ("DELETE", _sqlite_row_deltas(table, "-1", "OLD")),
+        ):
+            statements.append(f"CREATE TRIGGER {name}_{op.lower()} AFTER {op} ON {table} FOR EACH ROW BEGIN {body} END")
+    return statements
+
+
+def sqlite_drop_ddl() -> list[str]:
+    return [f"DROP TRIGGER IF EXISTS {name}_{op}" for name, _ in _PG_TRIGGERS.values()
+            for op in ("insert", "update", "delete")]
+
+
+def trigger_ddl(dialect: str) -> list[str]:
+    return pg_trigger_ddl() if dialect == "postgresql" else sqlite_trigger_ddl()
+
+
+def drop_trigger_ddl(dialect: str) -> list[str]:
+    return pg_drop_ddl() if dialect == "postgresql" else sqlite_drop_ddl()
+
+
+# The rebuild: the same values, aggregated from the logs.
+
+def subjects_from_logs_sql(where: str) -> str:
+    """Every subject's sums per arm, aggregated from the logs (columns named as in subject_arm_sums)."""
+    outcome_values = ", ".join(f"coalesce(sum({SUBJECT_OUTCOME_VALUES[c].replace('{x}', 'x')}), 0) AS {c}"
+                               for c in SUBJECT_OUTCOME_VALUES)
+    return f"""
+SELECT a.experiment_id, a.subject_id, a.arm_key, count(*) AS decisions, {outcome_values}
+FROM assignments AS a LEFT JOIN decision_outcomes AS x ON x.assignment_id = a.id
+WHERE {where}
+GROUP BY a.experiment_id, a.subject_id, a.arm_key"""
+
+
+def rebuild_subjects_sql(where: str) -> str:
+    """Insert every subject's sums from the logs (the cluster sums follow through the triggers)."""
+    return (f"INSERT INTO subject_arm_sums ({', '.join(SUBJECT_KEYS)}, {', '.join(SUBJECT_COLUMNS)})"
+            f"{subjects_from_logs_sql(where)}")
+
+
+def rebuild_day_decisions_sql(dialect: str, where: str) -> str:
+    values = ", ".join(f"coalesce(sum({expr}), 0) AS {name}" for name, expr in _of(DAY_DECISION_VALUES, "a").items())
+    return f"""
+SELECT a.experiment_id, a.arm_key, {_day(dialect, 'a.created_at')} AS day, a.holdout, {values}
+FROM assignments AS a WHERE {where}
+GROUP BY 1, 2, 3, 4"""
+
+
+def rebuild_day_outcomes_sql(where: str) -> str:
+    values = ", ".join(f"coalesce(sum({expr}), 0) AS {name}" for name, expr in _of(DAY_OUTCOME_VALUES, "x").items())
+    return f"""
+SELECT x.experiment_id, x.arm_key, x.day, x.holdout, {values}
+FROM decision_outcomes AS x WHERE {where}
+GROUP BY 1, 2, 3, 4"""
