@@ -55,7 +55,8 @@ ROUTER, MANY, FANOUT, REFERENCE, OTHER_KEY, PROBLEM, SESSION = (
     "router: one subject", "by subject: many shards", "experiment-wide fan-out", "reference/local only",
     "other key", "problematic", "session/lock")
 HOT_STEPS = ("decision", "batch", "events", "unsubscribe")  # steps on the decision or event path
-ORDER = [ROUTER, MANY, OTHER_KEY, FANOUT, REFERENCE, SESSION, PROBLEM]
+ORDER = [ROUTER, MANY, OTHER_KEY, FANOUT, REFERENCE, SESSION, PROBLEM]  # as the summary lists them
+SEVERITY = [REFERENCE, SESSION, ROUTER, OTHER_KEY, MANY, FANOUT, PROBLEM]  # a UNION is as bad as its worst part
 
 # --------------------------------------------------------------------------- capture
 
@@ -181,7 +182,7 @@ def classify(sql: str, hot: bool = False) -> tuple[str, list[str], str]:
     parts = re.split(r"\s+union\s+all\s+", sql, flags=re.I)
     if len(parts) > 1:
         judged = [_classify_one(part, hot) for part in parts]
-        worst = max(judged, key=lambda j: ORDER.index(j[0]))
+        worst = max(judged, key=lambda j: SEVERITY.index(j[0]))
         tables = sorted({t for _, found, _ in judged for t in found})
         return worst[0], tables, worst[2]
     return _classify_one(sql, hot)
@@ -266,12 +267,12 @@ def _spec(key: str, **extra: Any) -> dict[str, Any]:
 
 
 class Walk:
-    def __init__(self, app: Any, capture: Capture):
+    def __init__(self, app: Any, capture: Capture, name: str = "audit"):
         self.app, self.capture = app, capture
         self.client = app.test_client()
         database = db_module.get_db(app)
         with database.session() as session:
-            self.tokens = {scope: create_key(session, f"audit-{scope}", scope)[1]
+            self.tokens = {scope: create_key(session, f"{name}-{scope}", scope)[1]
                            for scope in ("channel", "analyst", "admin")}
 
     def call(self, method: str, path: str, scope: str, body: Any = None, expect: int = 200,
@@ -408,7 +409,7 @@ def sizes(url: str, dbname: str, rows: int) -> None:
     from _harness import pg_connect
 
     app = create_app({"DATABASE_URL": url, "TESTING": True, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0})
-    walk = Walk(app, Capture())
+    walk = Walk(app, Capture(), name="sizes")
     walk.call("POST", "/v1/experiments", "analyst", _spec("sized"), 201)
     walk.call("POST", "/v1/experiments/sized/start", "analyst")
     rng = random.Random(7)
