@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import random
 import re
 import shutil
@@ -64,12 +65,12 @@ SEVERITY = [REFERENCE, SESSION, ROUTER, OTHER_KEY, MANY, FANOUT, PROBLEM]  # a U
 @dataclass
 class Capture:
     step: str = "setup"
-    statements: list[tuple[str, str]] = field(default_factory=list)  # (step, sql)
+    statements: list[tuple[str, str, bool]] = field(default_factory=list)  # (step, sql, run for many rows)
 
-    def add(self, sql: Any) -> None:
+    def add(self, sql: Any, many: bool = False) -> None:
         if isinstance(sql, bytes):
             sql = sql.decode()
-        self.statements.append((self.step, str(sql)))
+        self.statements.append((self.step, str(sql), many))
 
 
 class _RecordingCursor:
@@ -116,7 +117,7 @@ def capturing(app: Any, capture: Capture) -> Iterator[None]:
     engines = {id(e): e for e in (database.engine, database.autocommit_engine)}.values()
 
     def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        capture.add(statement)
+        capture.add(statement, executemany)
 
     original_fetch = DriverStatement._fetch
     original_prepared = ThreadConnections.execute
@@ -174,21 +175,21 @@ def _joined_on_subject(sql: str) -> bool:
     return re.search(rf'\w+\."?{SUBJECT_COLUMN}"?\s*=\s*\w+\."?{SUBJECT_COLUMN}"?', sql, re.I) is not None
 
 
-def classify(sql: str, hot: bool = False) -> tuple[str, list[str], str]:
+def classify(sql: str, hot: bool = False, many_rows: bool = False) -> tuple[str, list[str], str]:
     """(class, tables, note) of one statement against the manifest; `hot`: on the decision or event path.
 
     The parts of a UNION ALL are judged one by one: the statement is as bad as its worst part.
     """
     parts = re.split(r"\s+union\s+all\s+", sql, flags=re.I)
     if len(parts) > 1:
-        judged = [_classify_one(part, hot) for part in parts]
+        judged = [_classify_one(part, hot, many_rows) for part in parts]
         worst = max(judged, key=lambda j: SEVERITY.index(j[0]))
         tables = sorted({t for _, found, _ in judged for t in found})
         return worst[0], tables, worst[2]
-    return _classify_one(sql, hot)
+    return _classify_one(sql, hot, many_rows)
 
 
-def _classify_one(sql: str, hot: bool) -> tuple[str, list[str], str]:
+def _classify_one(sql: str, hot: bool, many_rows: bool) -> tuple[str, list[str], str]:
     flat = " ".join(sql.split())
     low = flat.lower()
     tables = sorted({t.lower() for t in _TABLE.findall(flat) if t.lower() in MANIFEST})
@@ -225,7 +226,7 @@ def _classify_one(sql: str, hot: bool) -> tuple[str, list[str], str]:
             notes.append("join of distributed tables on a non-distribution column")
     if notes:
         return PROBLEM, tables, "; ".join(notes)
-    single_row = low.startswith("insert") and " values (" in low and "), (" not in low \
+    single_row = not many_rows and low.startswith("insert") and " values (" in low and "), (" not in low \
         and re.search(rf"\(([^)]*\b{SUBJECT_COLUMN}\b[^)]*)\)\s*values", low) is not None
     if (one and not many) or single_row:
         return ROUTER, tables, ""
@@ -362,9 +363,16 @@ def _short(sql: str, width: int = 110) -> str:
     return flat if len(flat) <= width else flat[:width - 3] + "..."
 
 
+def _app(url: str) -> Any:
+    """The service in process; its access log (a line per request) stays out of the progress output."""
+    app = create_app({"DATABASE_URL": url, "TESTING": True, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0})
+    logging.getLogger("nextbest.access").setLevel(logging.WARNING)
+    return app
+
+
 def audit(url: str, label: str, verbose: bool) -> dict[str, int]:
     db_module.upgrade(url)
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0})
+    app = _app(url)
     capture = Capture()
     try:
         with capturing(app, capture):
@@ -372,17 +380,19 @@ def audit(url: str, label: str, verbose: bool) -> dict[str, int]:
     finally:
         db_module.get_db(app).dispose()
     seen: dict[tuple[str, str], int] = defaultdict(int)
+    many_rows: dict[tuple[str, str], bool] = defaultdict(bool)
     order: list[tuple[str, str]] = []
-    for step, sql in capture.statements:
+    for step, sql, many in capture.statements:
         if step == "setup":
             continue
         key = (step, " ".join(sql.split()))
         if key not in seen:
             order.append(key)
         seen[key] += 1
+        many_rows[key] |= many
     rows, totals = [], defaultdict(int)
     for step, sql in order:
-        kind, tables, note = classify(sql, hot=step.startswith(HOT_STEPS))
+        kind, tables, note = classify(sql, hot=step.startswith(HOT_STEPS), many_rows=many_rows[(step, sql)])
         totals[kind] += 1
         if kind in (SESSION, REFERENCE) and not verbose and not note:
             continue
@@ -408,7 +418,7 @@ def sizes(url: str, dbname: str, rows: int) -> None:
 
     from _harness import pg_connect
 
-    app = create_app({"DATABASE_URL": url, "TESTING": True, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0})
+    app = _app(url)
     walk = Walk(app, Capture(), name="sizes")
     walk.call("POST", "/v1/experiments", "analyst", _spec("sized"), 201)
     walk.call("POST", "/v1/experiments/sized/start", "analyst")
