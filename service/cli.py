@@ -162,6 +162,7 @@ def db_citus_ddl(shard_count: int) -> None:
     from service.store import distribution
 
     database = _database()
+    _require_migrated(database)
     script = distribution.citus_ddl(distribution.reflect(database.engine), shard_count=shard_count)
     click.echo(script.sql(), nl=False)
     if not script.complete:

@@ -210,10 +210,7 @@ def _unique_keys(table: Table) -> list[tuple[str, list[str]]]:
             if not columns and index.expressions:  # an expression index: the columns it mentions
                 columns = [c.name for e in index.expressions for c in getattr(e, "base_columns", ())]
             keys.append((f"unique index {index.name}", columns))
-    for column in table.columns:  # unique=True on a column that no constraint object carries (models)
-        if column.unique and not any([column.name] == cols for _, cols in keys):
-            keys.append((f"unique column {column.name}", [column.name]))
-    return keys
+    return keys  # a column's unique=True is a UniqueConstraint here too
 
 
 def _type_text(table: Table, column: str) -> str:

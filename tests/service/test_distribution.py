@@ -233,3 +233,9 @@ def test_nextbest_db_citus_ddl_prints_the_script_for_the_migrated_database(app: 
 
 def test_the_manifest_module_names_its_runtime_changes_for_placed_tables() -> None:
     assert set(distribution.RUNTIME_CHANGES) <= set(MANIFEST)
+
+
+def test_nextbest_db_citus_ddl_wants_a_migrated_database(tmp_path: Any) -> None:
+    result = CliRunner().invoke(main, ["db", "citus-ddl"], env={"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"})
+    assert result.exit_code == EXIT_CODES["database_unavailable"]
+    assert result.stdout == "" and "nextbest db upgrade" in result.stderr
