@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sqlalchemy import ForeignKeyConstraint, Index, MetaData, Table, UniqueConstraint
+from sqlalchemy import Engine, ForeignKeyConstraint, Index, MetaData, Table, UniqueConstraint, text
 from sqlalchemy.dialects import postgresql
 
 Kind = Literal["reference", "distributed", "coordinator-local"]
@@ -388,8 +388,19 @@ def citus_ddl(tables: Mapping[str, Table], shard_count: int = DEFAULT_SHARD_COUN
     return script
 
 
-def reflect(engine: object) -> dict[str, Table]:
-    """The database's tables by name, as the database has them (the migrations' schema, not the models')."""
+def reflect(engine: Engine) -> dict[str, Table]:
+    """The database's tables by name, as the database has them (the migrations' schema, not the models').
+
+    Partitions of a partitioned table are left out: Citus distributes them with their parent.
+    """
     metadata = MetaData()
-    metadata.reflect(bind=engine)  # type: ignore[arg-type]
-    return dict(metadata.tables)
+    metadata.reflect(bind=engine)
+    tables = dict(metadata.tables)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            partitions = connection.execute(text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relispartition AND n.nspname = current_schema()")).scalars().all()
+        for name in partitions:
+            tables.pop(name, None)
+    return tables

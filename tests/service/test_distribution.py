@@ -12,11 +12,12 @@ day that change lands the table passes, the strict marker fails the run, and it 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData, String, Table, create_engine
+from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData, String, Table, create_engine, text
 
 from service.cli import EXIT_CODES, main
 from service.store import distribution
@@ -239,3 +240,28 @@ def test_nextbest_db_citus_ddl_wants_a_migrated_database(tmp_path: Any) -> None:
     result = CliRunner().invoke(main, ["db", "citus-ddl"], env={"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"})
     assert result.exit_code == EXIT_CODES["database_unavailable"]
     assert result.stdout == "" and "nextbest db upgrade" in result.stderr
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_partitions_are_placed_with_their_parent(backend: str, pg_admin_url: str | None) -> None:
+    if not pg_admin_url:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    engine = create_engine(pg_admin_url)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+            connection.execute(text(f'SET LOCAL search_path TO "{schema}"'))
+            connection.execute(text("CREATE TABLE measured (subject_id varchar(200) NOT NULL, at date NOT NULL, "
+                                    "PRIMARY KEY (subject_id, at)) PARTITION BY RANGE (at)"))
+            connection.execute(text("CREATE TABLE measured_2026 PARTITION OF measured "
+                                    "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"))
+        scoped = create_engine(pg_admin_url, connect_args={"options": f"-csearch_path={schema}"})
+        try:
+            assert sorted(reflect(scoped)) == ["measured"]
+        finally:
+            scoped.dispose()
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
