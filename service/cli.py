@@ -151,6 +151,29 @@ def db_current() -> None:
     click.echo(f"current {current or '(empty)'}, latest {head}: {state}")
 
 
+@db.command("citus-ddl")
+@click.option("--shard-count", default=64, show_default=True, type=click.IntRange(1, 4096),
+              help="shards per distributed table (fixed when a colocation group is created)")
+def db_citus_ddl(shard_count: int) -> None:
+    """Print the SQL that places this database's tables on Citus (run it on the coordinator).
+
+    Tables whose schema Citus cannot distribute yet are printed as comments with the reason, and
+    the command then exits 4 after printing, so a script piped on from it does not pass unnoticed.
+    """
+    from service.store import distribution
+
+    database = _database()
+    _require_migrated(database)
+    script = distribution.citus_ddl(distribution.reflect(database.engine), shard_count=shard_count)
+    click.echo(script.sql(), nl=False)
+    if not script.complete:
+        problems = [f"{name} (blocked: {len(found)} rule(s))" for name, found in sorted(script.blocked.items())]
+        problems += [f"{name} (not in the manifest)" for name in script.unplaced]
+        click.echo(f"Error: {len(problems)} table(s) cannot be placed yet: {', '.join(problems)}; "
+                   "see the comments in the script", err=True)
+        click.get_current_context().exit(EXIT_CODES["invalid"])
+
+
 @main.group()
 def keys() -> None:
     """API keys."""

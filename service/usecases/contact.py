@@ -203,8 +203,10 @@ _HISTORY_PARTS = {
     "converted": "SELECT 'converted', NULL, MAX(occurred_at) FROM events "
                  "WHERE subject_id = :subject_id AND type = 'conversion'",
     "purchased": "SELECT 'converted', NULL, MAX(occurred_at) FROM transactions WHERE subject_id = :subject_id",
+    # The join names the subject on both sides (an event's subject is always its decision's), so on
+    # Citus it stays on the subject's shard instead of joining on a non-distribution column.
     "converted_arm": "SELECT 'converted_arm', a.arm_key, {null_at} FROM assignments a "
-                     "JOIN events e ON e.assignment_id = a.id "
+                     "JOIN events e ON e.assignment_id = a.id AND e.subject_id = a.subject_id "
                      "WHERE a.subject_id = :subject_id AND a.experiment_id = :experiment_id "
                      "AND e.type = 'conversion'",
 }
@@ -364,7 +366,8 @@ def _converted_arms(session: Session, experiment_id: int, subjects: list[str]) -
     found: dict[str, set[str]] = defaultdict(set)
     for clause in in_batches(session, Assignment.subject_id, subjects):
         for subject, arm in session.execute(
-            select(Assignment.subject_id, Assignment.arm_key).join(Event, Event.assignment_id == Assignment.id)
+            select(Assignment.subject_id, Assignment.arm_key)  # joined on the subject too: see _HISTORY_PARTS
+            .join(Event, (Event.assignment_id == Assignment.id) & (Event.subject_id == Assignment.subject_id))
             .where(clause, Assignment.experiment_id == experiment_id,
                    Event.type == "conversion")
         ):
