@@ -464,6 +464,19 @@ def rollups_rebuild(key: str | None) -> None:
     click.echo(json.dumps({**result, "seconds": round(time.monotonic() - started, 3)}))
 
 
+@rollups.command("compact")
+def rollups_compact() -> None:
+    """Fold the rows each database backend keeps into one per arm and day (the jobs do it every pass)."""
+    from service.store import rollups as rollup_store
+
+    database = _database()
+    _require_migrated(database)
+    with database.session() as session:
+        folded = rollup_store.compact(session)
+        session.commit()
+    click.echo(json.dumps({"folded": folded}))
+
+
 @rollups.command("check")
 @click.option("--experiment", "key", default=None, help="only this experiment")
 def rollups_check(key: str | None) -> None:

@@ -41,13 +41,12 @@ def _sum_column(name: str) -> sa.Column:
 def upgrade() -> None:
     op.create_table(
         "subject_arm_sums",
-        sa.Column("experiment_id", sa.Integer(), nullable=False),
         sa.Column("subject_id", sa.String(200), nullable=False),
+        sa.Column("experiment_id", sa.Integer(), nullable=False),
         sa.Column("arm_key", sa.String(64), nullable=False),
         *[_sum_column(c) for c in rollup_sql.SUBJECT_COLUMNS],
-        sa.PrimaryKeyConstraint("experiment_id", "subject_id", "arm_key"),
+        sa.PrimaryKeyConstraint(*rollup_sql.SUBJECT_KEYS),
     )
-    op.create_index("ix_subject_arm_sums_subject", "subject_arm_sums", ["subject_id"])
     op.create_table(
         "arm_day_rollups",
         sa.Column("experiment_id", sa.Integer(), nullable=False),
@@ -79,5 +78,4 @@ def downgrade() -> None:
         op.execute(statement)
     op.drop_table("arm_cluster_sums")
     op.drop_table("arm_day_rollups")
-    op.drop_index("ix_subject_arm_sums_subject", table_name="subject_arm_sums")
     op.drop_table("subject_arm_sums")

@@ -12,6 +12,8 @@ from werkzeug.exceptions import HTTPException
 
 from experiments.history import UnreadableFile
 
+from service.store.db import is_transient
+
 log = logging.getLogger("nextbest")
 
 _CODES = {
@@ -104,6 +106,11 @@ def response_for(exc: Exception) -> Response:
             return exc.response  # already in our shape (validation callback)
         status = exc.code or 500
         return error_response(status, _CODES.get(status, "error"), exc.description or exc.name)
+    if is_transient(exc):
+        log.warning("transaction rolled back by the database (%s); the client is told to retry",
+                    getattr(getattr(exc, "orig", None), "sqlstate", "?"))
+        return error_response(503, "database_busy", "the database rolled this request back; send it again",
+                              headers={"Retry-After": "1"})
     if isinstance(exc, DBAPIError) and _is_connection_error(exc):
         log.warning("database unavailable: %s", exc.__class__.__name__)
         return error_response(

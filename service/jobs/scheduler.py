@@ -70,7 +70,8 @@ def run_once(database: Database, holder: str | None = None, grace_seconds: float
     summary: dict[str, Any] = {}
     for name, job in (("refit", lambda: [r.as_json() for r in refit_due(database, holder, grace_seconds)]),
                       ("promotion", lambda: _with_session(database, lambda s: evaluate_all(s, holder=holder))),
-                      ("webhooks", lambda: _with_session(database, deliver_due))):
+                      ("webhooks", lambda: _with_session(database, deliver_due)),
+                      ("rollups", lambda: _with_session(database, compact_rollups))):
         try:
             summary[name] = job()
             job_succeeded(name)
@@ -81,6 +82,15 @@ def run_once(database: Database, holder: str | None = None, grace_seconds: float
             log.exception("job %s failed", name)
             summary[name] = "error"
     return summary
+
+
+def compact_rollups(session: Any) -> int:
+    """Fold the report rollups' per-backend rows into one (service/store/rollups.py)."""
+    from service.store.rollups import compact
+
+    folded = compact(session)
+    session.commit()
+    return folded
 
 
 def _with_session(database: Database, work: Any) -> Any:

@@ -366,3 +366,12 @@ def session() -> Session:
         maker = database.autocommit_sessionmaker if g.get("single_write") else database.sessionmaker
         g.db_session = maker()
     return g.db_session
+
+
+# A deadlock or a serialization failure: the database rolled the transaction back, and running it
+# again is the documented remedy.
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES

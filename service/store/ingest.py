@@ -375,8 +375,25 @@ def _store_pg(session: Session, rows: list[dict[str, Any]], row_decisions: list[
     params = {"columns": json_columns(rows, EVENT_COLUMNS), "decisions": facts, "rewards": rewards,
               "received_at": now, "updated_at": utcnow()}
     with session_driver(session) as raw, raw.cursor(binary=True) as cursor:
+        if decided:
+            # The subjects' report sums are updated by two triggers of the statement below (new
+            # summaries, then changed ones), each in key order but one after the other; locked here,
+            # all in one key order first, two batches on the same subjects cannot deadlock.
+            keys = sorted({(d.subject_id, d.experiment_id, d.arm_key) for d in decided.values()})
+            subjects, experiment_ids, arm_keys = (list(column) for column in zip(*keys))
+            cursor.execute(_LOCK_SUBJECT_SUMS, {"subjects": subjects, "experiments": experiment_ids,
+                                                "arms": arm_keys})
         cursor.execute(_pg_store(with_custom), params)
         return {event_id for event_id, in cursor.fetchall()}
+
+
+_LOCK_SUBJECT_SUMS = """
+SELECT 1 FROM subject_arm_sums AS s
+JOIN unnest(CAST(%(subjects)s AS text[]), CAST(%(experiments)s AS int[]), CAST(%(arms)s AS text[]))
+     AS k(subject_id, experiment_id, arm_key)
+  ON s.subject_id = k.subject_id AND s.experiment_id = k.experiment_id AND s.arm_key = k.arm_key
+ORDER BY s.subject_id COLLATE "C", s.experiment_id, s.arm_key COLLATE "C"
+FOR UPDATE OF s"""
 
 
 def _store_in_python(session: Session, rows: list[dict[str, Any]], row_decisions: list[DecisionInfo | None],

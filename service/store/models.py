@@ -399,10 +399,10 @@ class SubjectArmSums(Base):
     """
 
     __tablename__ = "subject_arm_sums"
-    __table_args__ = (Index("ix_subject_arm_sums_subject", "subject_id"),)
 
-    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The subject first: erasure finds a subject's rows by the key.
     subject_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     arm_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     decisions: Mapped[int] = mapped_column(BigInteger, default=0)
     opened: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,17 +1,21 @@
 """The SQL that keeps the report rollups current: database triggers, and the rebuild from the logs.
 
-Two levels, both inside the transaction that writes the decision or outcome:
+Inside the transaction that writes a decision or an outcome:
 
 1. `assignments` and `decision_outcomes` -> `subject_arm_sums` (each subject's n_i and y_i per arm)
    and `arm_day_rollups` (additive sums per arm, decision day and holdout flag).
-2. `subject_arm_sums` -> `arm_cluster_sums`: every change to a subject's row adds f(new) - f(old),
-   where f gives the row's terms of the sums over subjects (1, n^2, y^2, n*y per metric). A sum
-   of such differences is exactly the sum over the current rows, whatever the order of events.
+2. Every change to a subject's row adds f(new) - f(old) to `arm_cluster_sums`, where f gives the
+   row's terms of the sums over subjects (1, n^2, y^2, n*y per metric). A sum of such differences
+   is exactly the sum over the current rows, whatever the order of events.
 
 Triggers see every write path at once (single decisions, batches, COPY imports, ingestion's one
-statement, erasure). PostgreSQL runs them once per statement over its transition tables, in a
-fixed key order (rows of subjects first, then rollups), so concurrent writers take their locks in
-the same order; SQLite, with one writer at a time, runs them per row.
+statement, erasure). PostgreSQL runs them once per statement over its transition tables: one
+statement upserts the subjects' rows and, from the rows it returns, moves the arms' cluster sums
+(a removed subject row by a DELETE trigger of its own), a second one the day rollups. Every writer
+locks subjects' rows before arms' rows, each in one key order, so concurrent writers cannot
+deadlock; arms' rows are kept per backend (shard = pid), so no two transactions share one. SQLite, with one writer at a time, runs
+row triggers, level 2 included. Anything else writing subject_arm_sums keeps the cluster sums
+itself (the rebuild recomputes them).
 
 The per-decision values are written once here, as SQL text over a `decision_outcomes` row, and
 used by the triggers and by the rebuild, so the two cannot disagree on what a metric is.
@@ -19,10 +23,11 @@ used by the triggers and by the rebuild, so the two cannot disagree on what a me
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
-# Shards of the rollup rows: concurrent writers (PostgreSQL backends) add to different rows.
-SHARDS = 8
+# Each PostgreSQL backend adds to rollup rows of its own (shard = its pid), so two transactions never
+# wait for each other on an arm's row; `rollups.compact` folds them into shard 0 now and then.
 
 # A decision_outcomes row's per-decision values, as SQL over alias `{x}` (subject-level numerators).
 SUBJECT_OUTCOME_VALUES: dict[str, str] = {
@@ -82,7 +87,8 @@ CLUSTER_VALUES: dict[str, str] = {
 }
 CLUSTER_COLUMNS: tuple[str, ...] = tuple(CLUSTER_VALUES)
 CLUSTER_KEYS = ("experiment_id", "arm_key", "shard")
-SUBJECT_KEYS = ("experiment_id", "subject_id", "arm_key")
+# The subject first: erasure finds a subject's rows by the key, and Citus would place them by it.
+SUBJECT_KEYS = ("subject_id", "experiment_id", "arm_key")
 
 ROLLUP_TABLES = ("arm_cluster_sums", "arm_day_rollups", "subject_arm_sums")
 
@@ -97,7 +103,7 @@ def _day(dialect: str, column: str) -> str:
 
 
 def _shard(dialect: str) -> str:
-    return f"(pg_backend_pid() % {SHARDS})" if dialect == "postgresql" else "0"
+    return "pg_backend_pid()" if dialect == "postgresql" else "0"
 
 
 def _merge(table: str, keys: Sequence[str], columns: Sequence[str]) -> str:
@@ -107,29 +113,63 @@ def _merge(table: str, keys: Sequence[str], columns: Sequence[str]) -> str:
 
 # PostgreSQL: statement-level triggers over transition tables.
 
+_SUBJECT_ORDER = 'ORDER BY d.subject_id COLLATE "C", d.experiment_id, d.arm_key COLLATE "C"'
+
+
 def _pg_signed(parts: Sequence[tuple[str, str]]) -> str:
     """UNION ALL of (sign, transition table) pairs, e.g. [("1", "new_rows"), ("-1", "old_rows")]."""
     return " UNION ALL ".join(f"SELECT {sign} AS sign, r.* FROM {table} AS r" for sign, table in parts)
 
 
+def _cluster_difference(changed: Sequence[str]) -> str:
+    """Per arm, sum of f(new) - f(old) over the upserted subject rows `up` (RETURNING, with `inserted`),
+    old being new minus the deltas `d` of the `changed` columns (nothing, for a row just inserted)."""
+    def f(column: str, old: bool) -> str:
+        return re.sub(r"\{x\}\.(\w+)", lambda m: f"(up.{m[1]} - d.{m[1]})" if old and m[1] in changed
+                      else f"up.{m[1]}", CLUSTER_VALUES[column])
+
+    return ", ".join(f"sum(({f(c, False)}) - CASE WHEN up.inserted THEN 0 ELSE ({f(c, True)}) END)"
+                     for c in CLUSTER_COLUMNS)
+
+
+def _pg_subject_upsert(deltas: str, changed: Sequence[str]) -> str:
+    """One statement: add the subjects' `deltas` (a query with keys and the `changed` columns) to their rows
+    and, from the rows it returns, the exact change of the arms' cluster sums; subjects' rows are all locked
+    (the aggregate reads every one) before the arms' rows."""
+    values = ", ".join(f"d.{c}" if c in changed else "0" for c in SUBJECT_COLUMNS)
+    return f"""
+    WITH d AS ({deltas}),
+    up AS (
+        INSERT INTO subject_arm_sums (experiment_id, subject_id, arm_key, {', '.join(SUBJECT_COLUMNS)})
+        SELECT d.experiment_id, d.subject_id, d.arm_key, {values} FROM d
+        {_SUBJECT_ORDER}
+        {_merge('subject_arm_sums', SUBJECT_KEYS, changed)}
+        RETURNING subject_arm_sums.*, (subject_arm_sums.xmax = 0) AS inserted
+    )
+    INSERT INTO arm_cluster_sums ({', '.join(CLUSTER_KEYS)}, {', '.join(CLUSTER_COLUMNS)})
+    SELECT up.experiment_id, up.arm_key, {_shard('postgresql')}, {_cluster_difference(changed)}
+    FROM up JOIN d ON d.experiment_id = up.experiment_id AND d.subject_id = up.subject_id
+                  AND d.arm_key = up.arm_key
+    GROUP BY up.experiment_id, up.arm_key
+    ORDER BY up.experiment_id, up.arm_key COLLATE "C"
+    {_merge('arm_cluster_sums', CLUSTER_KEYS, CLUSTER_COLUMNS)};"""
+
+
 def _pg_assignment_deltas(parts: Sequence[tuple[str, str]]) -> str:
     signed = _pg_signed(parts)
-    subject_values = ", ".join(f"sum(d.sign) AS decisions" if c == "decisions" else "0" for c in SUBJECT_COLUMNS)
-    day_values = ", ".join(
-        f"sum(d.sign * {expr})" for expr in _of(DAY_DECISION_VALUES, "d").values())
+    deltas = (f"SELECT s.experiment_id, s.subject_id, s.arm_key, sum(s.sign) AS decisions FROM ({signed}) AS s "
+              f"GROUP BY s.experiment_id, s.subject_id, s.arm_key HAVING sum(s.sign) <> 0")
+    day_values = ", ".join(f"sum(d.sign * {expr})" for expr in _of(DAY_DECISION_VALUES, "d").values())
     zero_outcomes = ", ".join("0" for _ in DAY_OUTCOME_VALUES)
-    return f"""
-    INSERT INTO subject_arm_sums ({', '.join(SUBJECT_KEYS)}, {', '.join(SUBJECT_COLUMNS)})
-    SELECT d.experiment_id, d.subject_id, d.arm_key, {subject_values}
-    FROM ({signed}) AS d
-    GROUP BY d.experiment_id, d.subject_id, d.arm_key
-    HAVING sum(d.sign) <> 0
-    ORDER BY d.experiment_id, d.subject_id COLLATE "C", d.arm_key COLLATE "C"
-    {_merge('subject_arm_sums', SUBJECT_KEYS, ['decisions'])};
+    gone = ""
+    if any(sign.startswith("-") for sign, _ in parts):
+        # A subject's last decision in an arm removed: its row goes (the DELETE trigger subtracts it).
+        gone = f"""
     DELETE FROM subject_arm_sums AS s USING (SELECT DISTINCT experiment_id, subject_id, arm_key FROM ({signed}) AS d
                                             WHERE d.sign < 0) AS gone
     WHERE s.experiment_id = gone.experiment_id AND s.subject_id = gone.subject_id AND s.arm_key = gone.arm_key
-      AND s.decisions <= 0;
+      AND s.decisions <= 0;"""
+    return _pg_subject_upsert(deltas, ["decisions"]) + gone + f"""
     INSERT INTO arm_day_rollups ({', '.join(DAY_KEYS)}, {', '.join(DAY_COLUMNS)})
     SELECT d.experiment_id, d.arm_key, {_day('postgresql', 'd.created_at')}, d.holdout, {_shard('postgresql')},
            {day_values}, {zero_outcomes}
@@ -141,21 +181,15 @@ def _pg_assignment_deltas(parts: Sequence[tuple[str, str]]) -> str:
 
 def _pg_outcome_deltas(parts: Sequence[tuple[str, str]]) -> str:
     signed = _pg_signed(parts)
-    subject_values = ", ".join(
-        "0" if c == "decisions" else f"sum(o.sign * {SUBJECT_OUTCOME_VALUES[c].replace('{x}', 'o')})"
-        for c in SUBJECT_COLUMNS)
-    changed = " OR ".join(f"sum(o.sign * {SUBJECT_OUTCOME_VALUES[c].replace('{x}', 'o')}) <> 0"
-                          for c in SUBJECT_OUTCOME_VALUES)
+    outcome_sums = {c: f"sum(o.sign * {SUBJECT_OUTCOME_VALUES[c].replace('{x}', 'o')})" for c in SUBJECT_OUTCOME_VALUES}
+    deltas = (f"SELECT o.experiment_id, a.subject_id, o.arm_key, "
+              f"{', '.join(f'{expr} AS {c}' for c, expr in outcome_sums.items())} "
+              f"FROM ({signed}) AS o JOIN assignments AS a ON a.id = o.assignment_id "
+              f"GROUP BY o.experiment_id, a.subject_id, o.arm_key "
+              f"HAVING {' OR '.join(f'{expr} <> 0' for expr in outcome_sums.values())}")
     zero_decisions = ", ".join("0" for _ in DAY_DECISION_VALUES)
     day_values = ", ".join(f"sum(o.sign * {expr})" for expr in _of(DAY_OUTCOME_VALUES, "o").values())
-    return f"""
-    INSERT INTO subject_arm_sums ({', '.join(SUBJECT_KEYS)}, {', '.join(SUBJECT_COLUMNS)})
-    SELECT o.experiment_id, a.subject_id, o.arm_key, {subject_values}
-    FROM ({signed}) AS o JOIN assignments AS a ON a.id = o.assignment_id
-    GROUP BY o.experiment_id, a.subject_id, o.arm_key
-    HAVING {changed}
-    ORDER BY o.experiment_id, a.subject_id COLLATE "C", o.arm_key COLLATE "C"
-    {_merge('subject_arm_sums', SUBJECT_KEYS, SUBJECT_OUTCOME_VALUES)};
+    return _pg_subject_upsert(deltas, list(SUBJECT_OUTCOME_VALUES)) + f"""
     INSERT INTO arm_day_rollups ({', '.join(DAY_KEYS)}, {', '.join(DAY_COLUMNS)})
     SELECT o.experiment_id, o.arm_key, o.day, o.holdout, {_shard('postgresql')}, {zero_decisions}, {day_values}
     FROM ({signed}) AS o
@@ -164,38 +198,45 @@ def _pg_outcome_deltas(parts: Sequence[tuple[str, str]]) -> str:
     {_merge('arm_day_rollups', DAY_KEYS, DAY_OUTCOME_VALUES)};"""
 
 
-def _pg_cluster_deltas(parts: Sequence[tuple[str, str]]) -> str:
-    signed = _pg_signed(parts)
-    values = ", ".join(f"sum(s.sign * ({expr}))" for expr in _of(CLUSTER_VALUES, "s").values())
+def _pg_cluster_removal(parts: Sequence[tuple[str, str]]) -> str:
+    """Subject rows deleted: subtract their terms from the arms' cluster sums."""
+    values = ", ".join(f"-sum({expr})" for expr in _of(CLUSTER_VALUES, "s").values())
     return f"""
     INSERT INTO arm_cluster_sums ({', '.join(CLUSTER_KEYS)}, {', '.join(CLUSTER_COLUMNS)})
     SELECT s.experiment_id, s.arm_key, {_shard('postgresql')}, {values}
-    FROM ({signed}) AS s
-    GROUP BY 1, 2
+    FROM {parts[0][1]} AS s
+    GROUP BY s.experiment_id, s.arm_key
     ORDER BY s.experiment_id, s.arm_key COLLATE "C"
     {_merge('arm_cluster_sums', CLUSTER_KEYS, CLUSTER_COLUMNS)};"""
 
 
+_OPERATIONS = {
+    "INSERT": ([("1", "new_rows")], "NEW TABLE AS new_rows"),
+    "UPDATE": ([("1", "new_rows"), ("-1", "old_rows")], "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+    "DELETE": ([("-1", "old_rows")], "OLD TABLE AS old_rows"),
+}
+# table: (trigger name, builder of its statements, the operations it runs on). On PostgreSQL the
+# writes to subject_arm_sums above keep the cluster sums in the same statement; only a deletion
+# of subject rows (a decision's removal, an erasure) goes through a trigger of its own.
 _PG_TRIGGERS = {
-    # table: (function name, builder of the statements for given (sign, transition table) parts)
-    "assignments": ("nb_rollups_assignments", _pg_assignment_deltas),
-    "decision_outcomes": ("nb_rollups_decision_outcomes", _pg_outcome_deltas),
-    "subject_arm_sums": ("nb_rollups_subject_arm_sums", _pg_cluster_deltas),
+    "assignments": ("nb_rollups_assignments", _pg_assignment_deltas, ("INSERT", "UPDATE", "DELETE")),
+    "decision_outcomes": ("nb_rollups_decision_outcomes", _pg_outcome_deltas, ("INSERT", "UPDATE", "DELETE")),
+    "subject_arm_sums": ("nb_rollups_subject_arm_sums", _pg_cluster_removal, ("DELETE",)),
 }
 
 
 def pg_trigger_ddl() -> list[str]:
     """CREATE FUNCTION / CREATE TRIGGER statements (PostgreSQL), one trigger per table and operation."""
     statements = []
-    for table, (name, build) in _PG_TRIGGERS.items():
-        for op, parts, referencing in (
-            ("INSERT", [("1", "new_rows")], "NEW TABLE AS new_rows"),
-            ("UPDATE", [("1", "new_rows"), ("-1", "old_rows")], "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
-            ("DELETE", [("-1", "old_rows")], "OLD TABLE AS old_rows"),
-        ):
+    for table, (name, build, operations) in _PG_TRIGGERS.items():
+        for op in operations:
+            parts, referencing = _OPERATIONS[op]
             function = f"{name}_{op.lower()}"
+            # The planner cannot estimate a transition table's CTEs (it guesses 10,000 rows) and merge-joins
+            # them after sorting every wide row; a hash join costs a fraction of that for a large batch.
             statements.append(
-                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $body$\n"
+                f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql "
+                f"SET enable_mergejoin = off AS $body$\n"
                 f"BEGIN{build(parts)}\n    RETURN NULL;\nEND\n$body$")
             statements.append(
                 f"CREATE TRIGGER {function} AFTER {op} ON {table} REFERENCING {referencing} "
@@ -205,10 +246,10 @@ def pg_trigger_ddl() -> list[str]:
 
 def pg_drop_ddl() -> list[str]:
     out = []
-    for table, (name, _) in _PG_TRIGGERS.items():
-        for op in ("insert", "update", "delete"):
-            out.append(f"DROP TRIGGER IF EXISTS {name}_{op} ON {table}")
-            out.append(f"DROP FUNCTION IF EXISTS {name}_{op}()")
+    for table, (name, _, operations) in _PG_TRIGGERS.items():
+        for op in operations:
+            out.append(f"DROP TRIGGER IF EXISTS {name}_{op.lower()} ON {table}")
+            out.append(f"DROP FUNCTION IF EXISTS {name}_{op.lower()}()")
     return out
 
 
@@ -216,6 +257,7 @@ def pg_drop_ddl() -> list[str]:
 
 def _sqlite_upsert(table: str, keys: Sequence[str], key_values: Sequence[str], columns: Sequence[str],
                    values: Sequence[str]) -> str:
+    """Upsert one row; `key_values` in the order of `keys` (the table's primary key)."""
     return (f"INSERT INTO {table} ({', '.join([*keys, *columns])}) VALUES ({', '.join([*key_values, *values])}) "
             f"{_merge(table, keys, columns)};")
 
@@ -224,7 +266,7 @@ def _sqlite_row_deltas(table: str, sign: str, row: str) -> str:
     """Statements adding `sign` times the contribution of row `row` (NEW or OLD) of `table`."""
     if table == "assignments":
         day = _day("sqlite", f"{row}.created_at")
-        out = _sqlite_upsert("subject_arm_sums", SUBJECT_KEYS, [f"{row}.experiment_id", f"{row}.subject_id",
+        out = _sqlite_upsert("subject_arm_sums", SUBJECT_KEYS, [f"{row}.subject_id", f"{row}.experiment_id",
                                                                  f"{row}.arm_key"],
                              ["decisions"], [sign])
         if sign.startswith("-"):
@@ -237,7 +279,7 @@ def _sqlite_row_deltas(table: str, sign: str, row: str) -> str:
         return out
     if table == "decision_outcomes":
         subject = f"(SELECT subject_id FROM assignments WHERE id = {row}.assignment_id)"
-        out = _sqlite_upsert("subject_arm_sums", SUBJECT_KEYS, [f"{row}.experiment_id", subject, f"{row}.arm_key"],
+        out = _sqlite_upsert("subject_arm_sums", SUBJECT_KEYS, [subject, f"{row}.experiment_id", f"{row}.arm_key"],
                              list(SUBJECT_OUTCOME_VALUES),
                              [f"{sign} * ({expr})" for expr in _of(SUBJECT_OUTCOME_VALUES, row).values()])
         out += _sqlite_upsert("arm_day_rollups", DAY_KEYS, [f"{row}.experiment_id", f"{row}.arm_key", f"{row}.day",
@@ -251,8 +293,7 @@ def _sqlite_row_deltas(table: str, sign: str, row: str) -> str:
 
 def sqlite_trigger_ddl() -> list[str]:
     statements = []
-    for table in _PG_TRIGGERS:
-        name = _PG_TRIGGERS[table][0]
+    for table, (name, _, _) in _PG_TRIGGERS.items():
         for op, body in (
             ("INSERT", _sqlite_row_deltas(table, "1", "NEW")),
             ("UPDATE", _sqlite_row_deltas(table, "-1", "OLD") + " " + _sqlite_row_deltas(table, "1", "NEW")),
@@ -263,7 +304,7 @@ def sqlite_trigger_ddl() -> list[str]:
 
 
 def sqlite_drop_ddl() -> list[str]:
-    return [f"DROP TRIGGER IF EXISTS {name}_{op}" for name, _ in _PG_TRIGGERS.values()
+    return [f"DROP TRIGGER IF EXISTS {name}_{op}" for name, _, _ in _PG_TRIGGERS.values()
             for op in ("insert", "update", "delete")]
 
 
@@ -289,9 +330,44 @@ GROUP BY a.experiment_id, a.subject_id, a.arm_key"""
 
 
 def rebuild_subjects_sql(where: str) -> str:
-    """Insert every subject's sums from the logs (the cluster sums follow through the triggers)."""
-    return (f"INSERT INTO subject_arm_sums ({', '.join(SUBJECT_KEYS)}, {', '.join(SUBJECT_COLUMNS)})"
+    """Insert every subject's sums from the logs (`rebuild_clusters_sql` then gives the arms' sums)."""
+    return (f"INSERT INTO subject_arm_sums (experiment_id, subject_id, arm_key, {', '.join(SUBJECT_COLUMNS)})"
             f"{subjects_from_logs_sql(where)}")
+
+
+def compact_sql(table: str) -> str:
+    """Fold the rows other backends wrote (shard <> 0) into shard 0, skipping rows a writer holds: the
+    compaction waits for nobody, and writers never write shard 0."""
+    keys, columns = (DAY_KEYS, DAY_COLUMNS) if table == "arm_day_rollups" else (CLUSTER_KEYS, CLUSTER_COLUMNS)
+    groups = [k for k in keys if k != "shard"]
+    match = " AND ".join(f"r.{k} = m.{k}" for k in keys)
+    return f"""
+WITH moved AS (
+    DELETE FROM {table} AS r
+    USING (SELECT {', '.join(keys)} FROM {table} WHERE shard <> 0 FOR UPDATE SKIP LOCKED) AS m
+    WHERE {match}
+    RETURNING r.*
+)
+INSERT INTO {table} ({', '.join(keys)}, {', '.join(columns)})
+SELECT {', '.join(groups[:keys.index('shard')])}, 0, {', '.join(groups[keys.index('shard'):])}{', ' if groups[keys.index('shard'):] else ''}{', '.join(f'sum({c})' for c in columns)}
+FROM moved GROUP BY {', '.join(groups)}
+ORDER BY {', '.join(f'{g} COLLATE "C"' if g == 'arm_key' else g for g in groups)}
+{_merge(table, keys, columns)}"""
+
+
+def clusters_from_subjects_sql(where: str) -> str:
+    """Per experiment and arm, the sums over subjects from the rows of subject_arm_sums (alias `s`)."""
+    values = ", ".join(f"coalesce(sum({expr}), 0) AS {name}" for name, expr in _of(CLUSTER_VALUES, "s").items())
+    return f"""
+SELECT s.experiment_id, s.arm_key, {values}
+FROM subject_arm_sums AS s WHERE {where}
+GROUP BY s.experiment_id, s.arm_key"""
+
+
+def rebuild_clusters_sql(where: str) -> str:
+    return (f"INSERT INTO arm_cluster_sums ({', '.join(CLUSTER_KEYS)}, {', '.join(CLUSTER_COLUMNS)}) "
+            f"SELECT c.experiment_id, c.arm_key, 0, {', '.join(f'c.{name}' for name in CLUSTER_COLUMNS)} "
+            f"FROM ({clusters_from_subjects_sql(where)}) AS c")
 
 
 def rebuild_day_decisions_sql(dialect: str, where: str) -> str:

@@ -142,7 +142,21 @@ def counts_before(session: Session, experiment_id: int, moment: datetime) -> dic
     return {arm: n for arm, n in counts.items() if n}
 
 
-# Rebuild and verification.
+# Compaction, rebuild and verification.
+
+def compact(session: Session) -> int:
+    """Fold every backend's rollup rows into shard 0 (PostgreSQL; SQLite writes shard 0 only); returns
+    the rows folded. Rows a writer holds are skipped until the next pass. Does not commit."""
+    if session.get_bind().dialect.name != "postgresql":
+        return 0
+    folded = 0
+    for table in ("arm_cluster_sums", "arm_day_rollups"):
+        before = session.execute(text(f"SELECT count(*) FROM {table} WHERE shard <> 0")).scalar_one()
+        session.execute(text(rollup_sql.compact_sql(table)))
+        folded += int(before) - int(session.execute(
+            text(f"SELECT count(*) FROM {table} WHERE shard <> 0")).scalar_one())
+    return folded
+
 
 def _scope(column: str, experiment_ids: list[int] | None) -> str:
     if experiment_ids is None:
@@ -167,6 +181,9 @@ def rebuild(connection: Connection | Session, experiment_ids: list[int] | None =
         for table in ("subject_arm_sums", "arm_cluster_sums", "arm_day_rollups"):
             run(text(f"DELETE FROM {table} WHERE {_scope('experiment_id', experiment_ids)}"))
     run(text(rollup_sql.rebuild_subjects_sql(_scope("a.experiment_id", experiment_ids))))
+    # SQLite's row triggers have added the new subject rows to the cluster sums; PostgreSQL's have not.
+    run(text(f"DELETE FROM arm_cluster_sums WHERE {_scope('experiment_id', experiment_ids)}"))
+    run(text(rollup_sql.rebuild_clusters_sql(_scope("s.experiment_id", experiment_ids))))
     days: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in run(text(rollup_sql.rebuild_day_decisions_sql(dialect, _scope("a.experiment_id", experiment_ids)))):
         values = row._mapping
@@ -242,12 +259,9 @@ def verify(connection: Connection | Session, experiment_id: int, tolerance: floa
             if differs(want.get(column, 0), have[column] if have is not None else 0):
                 problems.append(f"arm_day_rollups {key} {column}: stored {have[column] if have else 0}, "
                                 f"logs give {want.get(column, 0)}")
-    values = ", ".join(f"coalesce(sum({expr}), 0) AS {name}"
-                       for name, expr in rollup_sql.CLUSTER_VALUES.items()).replace("{x}", "s")
     expected_clusters = {
-        r.arm_key: r._mapping for r in run(text(
-            f"SELECT s.arm_key, {values} FROM subject_arm_sums AS s WHERE s.experiment_id = {int(experiment_id)} "
-            f"GROUP BY s.arm_key"))
+        r.arm_key: r._mapping
+        for r in run(text(rollup_sql.clusters_from_subjects_sql(_scope("s.experiment_id", [experiment_id]))))
     }
     C = ArmClusterSums
     stored_clusters = {

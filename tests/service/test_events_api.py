@@ -326,3 +326,49 @@ def test_per_event_results_keep_their_shape(app: Any, running: Any) -> None:
         assert [(e.event_id, e.attribution, e.unattributed_reason, e.experiment_id is None) for e in stored] == [
             ("a", "assignment", None, False), ("b", "unattributed", "unknown_assignment", True)]
         assert stored[0].occurred_at == datetime.fromisoformat(iso(NOW)) and stored[0].received_at is not None
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"
+
+
+def _deadlock() -> Exception:
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("INSERT INTO events ...", {}, _Deadlock("deadlock detected"))
+
+
+def test_a_batch_the_database_rolled_back_is_run_again(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deadlock broken by the database rolls the batch back; the service runs it again, and a batch that
+    keeps failing so is answered 503 with Retry-After, never 500."""
+    import service.http.api.events as events_api
+
+    api.create_experiment(spring_email(contact_policy=None), start=True)
+    decision = api.assign("spring-email", "dl-1")
+    real = events_api.ingest
+    failures = [1]
+
+    def flaky(session: Any, events: Any, now: Any = None) -> Any:
+        result = real(session, events, now=now)
+        if failures[0]:
+            failures[0] -= 1
+            raise _deadlock()
+        return result
+
+    monkeypatch.setattr(events_api, "ingest", flaky)
+    body = api.send_events([{"event_id": "dl-e1", "type": "click", "assignment_id": decision["assignment_id"],
+                            "occurred_at": datetime.now(timezone.utc).isoformat()}])
+    assert body["accepted"] == 1 and failures == [0], body
+    report = api.report("spring-email")
+    assert sum(a["event_counts"]["click"] for a in report["arms"]) == 1  # stored once, not twice
+
+    def always(session: Any, events: Any, now: Any = None) -> Any:
+        raise _deadlock()
+
+    monkeypatch.setattr(events_api, "ingest", always)
+    response = api.call("POST", "/v1/events", scope="channel",
+                        json={"events": [{"event_id": "dl-e2", "type": "open",
+                                          "assignment_id": decision["assignment_id"],
+                                          "occurred_at": datetime.now(timezone.utc).isoformat()}]})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"]["code"] == "database_busy"
