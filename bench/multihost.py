@@ -23,7 +23,9 @@ connection (as a load balancer would) while the other half keep retrying their o
 
 Checks afterwards, by SQL against what the clients were told: every returned assignment_id stored
 exactly once, as answered, and no decision stored that no call was answered with (an idempotent
-retry decided nothing twice); the event and outcome-summary checks of the load test; refits one at
+retry decided nothing twice); the event and outcome-summary checks of the load test (an event may
+be answered only `duplicate`: its batch was stored on A just before the kill cut the answer off, and
+events carry no Idempotency-Key replay; it is still stored exactly once); refits one at
 a time per experiment (versions contiguous, watermarks increasing, each refit's recorded start after
 the previous one's snapshot, one audit entry each) and every matured decision trained exactly once;
 the promotion and revocation seen by both hosts within the documented delays (the policy refresh
@@ -574,7 +576,7 @@ def transport_checks(totals: Totals, timeline: Timeline) -> tuple[list[Check], d
     troubles = [r for r in totals.records if r[5] is not None or (r[2] is not None and r[2] >= 500)]
     outside = [r for r in troubles if not in_window(r)]
     during = [r for r in troubles if in_window(r)]
-    replays = sum(1 for r in totals.records if len(r) > 6 and r[6])
+    replays = Counter(r[1] for r in totals.records if len(r) > 6 and r[6])
     cut_off = sum(1 for r in during if r[0] < timeline.kill)
     checks = [
         Check("no 5xx or failed connection outside the kill window", not outside,
@@ -585,8 +587,20 @@ def transport_checks(totals: Totals, timeline: Timeline) -> tuple[list[Check], d
               f"{len(totals.failures)} calls given up" +
               (f", e.g. {totals.failures[0][1]}: {totals.failures[0][2]}" if totals.failures else "")),
     ]
-    return checks, {"during": len(during), "outside": len(outside), "replayed": replays,
+    return checks, {"during": len(during), "outside": len(outside),
+                    "replayed": " ".join(f"{k}:{v}" for k, v in sorted(replays.items())) or "0",
                     "cut_off": cut_off}
+
+
+def job_errors(text: str) -> list[str]:
+    """Failed job passes (the fault test leaves these out: there the database goes away on purpose)."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("{") and '"nextbest.jobs"' in line:
+            record = json.loads(line)
+            if record.get("level") in ("error", "critical"):
+                found.append(f"{record.get('message')} {record.get('exception', '')[-300:]}")
+    return found
 
 
 # --------------------------------------------------------------------------------------- main
@@ -640,10 +654,15 @@ def main(argv: list[str] | None = None) -> int:
         with Receiver() as receiver:
             return run(args, run_id, database, url, logs, env, hosts, receiver)
     finally:
-        for host in hosts:
-            host.stop()
+        stopping = time.time()
+        stoppers = [threading.Thread(target=host.stop) for host in hosts]  # both graceful shutdowns at once
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
         if not args.keep_database:
             drop_database(database, DB_PREFIX)
+        log(f"hosts stopped and database dropped in {time.time() - stopping:.1f} s")
 
 
 def run(args: argparse.Namespace, run_id: str, database: str, url: str, logs: Path, env: dict[str, str],
@@ -709,6 +728,8 @@ def run(args: argparse.Namespace, run_id: str, database: str, url: str, logs: Pa
     timeline.load_end = time.time()
     time.sleep(JOB_INTERVAL_SECONDS + 1)  # the webhook job's next pass, should a delivery still be due
 
+    log(f"load ended; checking (the load started {time.time() - timeline.load_start:.1f} s ago)")
+    checking = time.time()
     totals = Totals.merge(results)
     totals.decisions += [d for d in promotion.decisions if d[2]]
     checks, facts = verify_data(setup, totals, run_id, exactly_one_acceptance=False)
@@ -761,10 +782,11 @@ def run(args: argparse.Namespace, run_id: str, database: str, url: str, logs: Pa
         view = Setup(f"multihost-{host.label}", database, host, setup.keys, salts)
         for check in verify_server_log(view, host.lives[-1][2]):
             checks.append(Check(f"host {host.label}: {check.name}", check.ok, check.detail))
-        errors = unexpected_errors(view)
-        checks.append(Check(f"host {host.label}: no unexpected error logged", not errors,
+        errors = unexpected_errors(view) + job_errors(host.log_text())
+        checks.append(Check(f"host {host.label}: no error logged", not errors,
                             f"{len(errors)}" + (f", e.g. {errors[0][:200]}" if errors else "")))
 
+    log(f"checks took {time.time() - checking:.1f} s")
     print(f"\nMulti-host rehearsal: hosts A and B (`nextbest serve`, {args.workers} workers x {args.threads} threads "
           f"each, jobs on both every {JOB_INTERVAL_SECONDS:.0f} s) on one PostgreSQL database; {args.clients} client "
           f"processes for {args.seconds:.0f} s ({totals.rounds} rounds); setup {setup_seconds:.1f} s")
