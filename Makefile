@@ -40,6 +40,7 @@ bench: $(STAMP)
 loadtest: $(STAMP)
 	$(BIN)/python bench/loadtest.py
 	$(BIN)/python bench/faulttest.py
+	$(BIN)/python bench/multihost.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache nextbest.sqlite3* tour.sqlite3* nextbest.log nextbest.pid

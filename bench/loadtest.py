@@ -106,15 +106,15 @@ def pg_url(dbname: str) -> str:
     return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{dbname}"
 
 
-def create_database(name: str) -> None:
-    assert name.startswith(DB_PREFIX), name
+def create_database(name: str, prefix: str = DB_PREFIX) -> None:
+    assert name.startswith(prefix), name
     with pg_connect("postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def drop_database(name: str) -> None:
-    assert name.startswith(DB_PREFIX), name
+def drop_database(name: str, prefix: str = DB_PREFIX) -> None:
+    assert name.startswith(prefix), name
     try:
         with pg_connect("postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -476,10 +476,12 @@ def run_client(config: ClientConfig) -> ClientResult:
     return Channel(config).run()
 
 
-def run_clients(configs: list[ClientConfig]) -> list[ClientResult]:
+def run_clients(configs: list[ClientConfig],
+                runner: Callable[[Any], ClientResult] = run_client) -> list[ClientResult]:
+    """One process per client (`runner` must be importable by name: the pool spawns)."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(len(configs)) as pool:
-        return pool.map(run_client, configs, chunksize=1)
+        return pool.map(runner, configs, chunksize=1)
 
 
 def client_configs(setup: Setup, run_id: str, clients: int, seconds: float, batch: int, subjects: int,

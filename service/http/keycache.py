@@ -22,9 +22,15 @@ MAX_ENTRIES = 10_000
 
 
 class KeyCache:
+    """Callers by token. `put` stores only what the same thread looked up after its last `get`
+    missed, and only if nothing emptied the cache in between: a key revoked while a request was
+    reading it (the notice cleared the cache before the request stored its answer) is never cached."""
+
     def __init__(self) -> None:
         self._entries: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # how many times the cache was emptied
+        self._seen = threading.local()  # per thread: the generation its last `get` saw
         self.enabled = False
         # The listening thread belongs to the process that started it; a forked copy of this
         # cache (gunicorn --preload) has no listener and must never serve from it.
@@ -34,18 +40,24 @@ class KeyCache:
         return self.enabled and os.getpid() == self.pid
 
     def get(self, token: str) -> Any:
-        return self._entries.get(token) if self._usable() else None
+        if not self._usable():
+            return None
+        self._seen.generation = self._generation  # before the caller's lookup in the database starts
+        return self._entries.get(token)
 
     def put(self, token: str, caller: Any) -> None:
         if not self._usable():
             return
         with self._lock:
+            if getattr(self._seen, "generation", None) != self._generation:
+                return  # emptied (a revocation) since this thread's lookup began: its answer may be stale
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
             self._entries[token] = caller
 
     def clear(self) -> None:
         with self._lock:
+            self._generation += 1
             self._entries.clear()
 
     def disable(self) -> None:
