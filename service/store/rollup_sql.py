@@ -225,6 +225,22 @@ _PG_TRIGGERS = {
 }
 
 
+# Up to this many changed rows a statement runs the trigger's statements as PL/pgSQL caches them: planned
+# once per connection, for a small transition table. A larger statement (a batch, an import) plans them
+# afresh for its size: a nested-loop plan cached from single decisions, reused for 100,000 rows, ran
+# past the statement timeout.
+SMALL_STATEMENT_ROWS = 64
+
+
+def _pg_body(sql: str, table: str) -> str:
+    statements = [part.strip() for part in sql.split(";") if part.strip()]
+    assert not any("$q$" in statement for statement in statements)
+    cached = "\n".join(f"        {statement};" for statement in statements)
+    planned = "\n".join(f"        EXECUTE $q$ {statement} $q$;" for statement in statements)
+    return (f"BEGIN\n    IF (SELECT count(*) FROM {table}) <= {SMALL_STATEMENT_ROWS} THEN\n{cached}\n"
+            f"    ELSE\n{planned}\n    END IF;\n    RETURN NULL;\nEND")
+
+
 def pg_trigger_ddl() -> list[str]:
     """CREATE FUNCTION / CREATE TRIGGER statements (PostgreSQL), one trigger per table and operation."""
     statements = []
@@ -236,8 +252,7 @@ def pg_trigger_ddl() -> list[str]:
             # them after sorting every wide row; a hash join costs a fraction of that for a large batch.
             statements.append(
                 f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql "
-                f"SET enable_mergejoin = off AS $body$\n"
-                f"BEGIN{build(parts)}\n    RETURN NULL;\nEND\n$body$")
+                f"SET enable_mergejoin = off AS $body$\n{_pg_body(build(parts), parts[0][1])}\n$body$")
             statements.append(
                 f"CREATE TRIGGER {function} AFTER {op} ON {table} REFERENCING {referencing} "
                 f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()")
