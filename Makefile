@@ -36,7 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 # Load test against PostgreSQL on 127.0.0.1, then a database-outage fault test against a private cluster it
-# creates in a temporary directory on another port (sizes: LOADTEST_*, FAULTTEST_*).
+# creates in a temporary directory on another port, then two service instances on one database with one
+# killed and restarted (sizes: LOADTEST_*, FAULTTEST_*, MULTIHOST_*).
 loadtest: $(STAMP)
 	$(BIN)/python bench/loadtest.py
 	$(BIN)/python bench/faulttest.py

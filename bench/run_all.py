@@ -30,7 +30,7 @@ RESULTS = BENCH / "results"
 
 # (name, script, title, time limit in seconds); scripts that are not there are skipped. Any other
 # bench/*.py (not starting with "_") runs after these, titled by its docstring's first line.
-NOT_BENCHMARKS = {"run_all.py", "bare_app.py", "loadtest.py", "faulttest.py"}  # `make loadtest` runs these
+NOT_BENCHMARKS = {"run_all.py", "bare_app.py", "loadtest.py", "faulttest.py", "multihost.py"}  # `make loadtest` runs these
 OTHER_LIMIT = 240
 SCRIPTS = [
     ("assign", "assign_bench.py", "Decisions: POST /v1/assign and /v1/assign/batch", 240),
