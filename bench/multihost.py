@@ -16,8 +16,8 @@ connection (as a load balancer would) while the other half keep retrying their o
    and started again on the same port `--down` seconds later;
 2. promotion: a fixed split with a promotion rule gets clear data (through both hosts); the
    promotion job promotes it (or, when the job cannot within --promotion-wait, the API does, and the
-   table says why: a lease the killed host held blocks its job on every host until it expires, five
-   minutes for promotion, ten for a refit; such leases are listed), and probes of both hosts measure when each serves only the winner; a local
+   table says why: a lease the killed host held blocks its job on every host until it lapses, 30 s
+   for promotion and 60 s for a refit; such leases are listed), and probes of both hosts measure when each serves only the winner; a local
    webhook receiver counts the `experiment.promoted` deliveries;
 3. revocation: an analyst key is probed on both hosts (its workers have it cached), revoked with
    `nextbest keys revoke` (keys have no API endpoint), and probes measure when each host refuses it.

@@ -206,7 +206,7 @@ def _refit(session: Session, experiment: Experiment, *, full: bool, now: datetim
     spec = spec_of(experiment)
     if not isinstance(spec.allocation, BanditAllocation):
         return RefitResult(experiment.key, "not_a_bandit")
-    with lease(session, f"refit:{experiment.id}", holder, ttl_seconds=600) as held:
+    with lease(session, f"refit:{experiment.id}", holder, ttl_seconds=60) as held:
         if not held:
             return RefitResult(experiment.key, "locked")
         now = now or utcnow()

@@ -195,7 +195,7 @@ def rollback(session: Session, experiment: Experiment, actor: str, reason: str,
 
 def evaluate_all(session: Session, *, holder: str = "promotion") -> list[dict[str, Any]]:
     """The periodic job: evaluate every running experiment with a rule; promote or notify as it says."""
-    with lease(session, "promotion", holder, ttl_seconds=300) as held:
+    with lease(session, "promotion", holder, ttl_seconds=30) as held:
         if not held:
             return [{"status": "locked"}]
         results = []
