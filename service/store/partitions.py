@@ -70,6 +70,7 @@ TABLES: dict[str, tuple[str, bool]] = {
     "events": ("received_at", False),
     "assignments": ("created_at", False),
 }
+RETIRE_EVERY = timedelta(hours=1)  # the job's retention pass reads the default partitions: not every minute
 LOCK_TIMEOUT = "5s"  # DDL waits this long for the table lock, then gives up (writers queue behind a waiting DDL)
 _RANGE = re.compile(r"FOR VALUES FROM \('([^']*)'\) TO \('([^']*)'\)")
 
@@ -316,9 +317,13 @@ def retire(session: Session, days: int, now: datetime | None = None, dry_run: bo
     return result
 
 
+_last_retirement: dict[str, datetime] = {}  # this process's last retention pass, by database URL
+
+
 def maintain(session: Session, holder: str, days: int | None, now: datetime | None = None) -> dict[str, Any]:
     """The periodic job: under the `partitions` lease, create the weeks ahead and, with a retention,
-    retire what is past it. A refusal is logged and reported, not raised: the next pass tries again."""
+    retire what is past it (at most every RETIRE_EVERY per process). A refusal is logged and reported,
+    not raised: a later pass tries again."""
     from service.jobs.leases import lease
 
     if not is_partitioned(session):
@@ -328,9 +333,13 @@ def maintain(session: Session, holder: str, days: int | None, now: datetime | No
             return {"partitioned": True, "action": "locked"}
         summary: dict[str, Any] = {"partitioned": True, "created": ensure(session, now)}
         session.commit()
-        if days is not None:
+        moment = now or utcnow()
+        url = str(session.get_bind().url)
+        last = _last_retirement.get(url)
+        if days is not None and (last is None or not last <= moment < last + RETIRE_EVERY):
+            _last_retirement[url] = moment
             try:
-                retired = retire(session, days, now)
+                retired = retire(session, days, moment)
                 session.commit()
                 summary["retired"] = [r["partition"] for r in retired["retired"]]
                 summary["event_keys_pruned"] = retired["event_keys_pruned"]

@@ -20,8 +20,8 @@ from service.cli import main
 from service.http.auth import create_key
 from service.jobs.scheduler import run_once
 from service.store import db as db_module
-from service.store.partitions import (RetentionRefused, ensure, is_partitioned, list_partitions, needs_of_running,
-                                      retire, retired_before, week_of)
+from service.store.partitions import (RetentionRefused, ensure, is_partitioned, list_partitions, maintain,
+                                      needs_of_running, retire, retired_before, week_of)
 from tests.conftest import PG_URL, Api, _fresh_database
 from tests.examples import spring_email
 
@@ -71,6 +71,10 @@ def add_counting_triggers(url: str, table: str = "assignments") -> None:
         BEGIN INSERT INTO trigger_log SELECT '{table}', 'insert', count(*) FROM new_rows; RETURN NULL; END $$""")
     sql(url, f"""CREATE OR REPLACE FUNCTION count_{table}_out() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN INSERT INTO trigger_log SELECT '{table}', 'delete', count(*) FROM old_rows; RETURN NULL; END $$""")
+    sql(url, f"""CREATE OR REPLACE FUNCTION count_{table}_up() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO trigger_log SELECT '{table}', 'update', count(*) FROM new_rows; RETURN NULL; END $$""")
+    sql(url, f"CREATE TRIGGER nb_test_{table}_up AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows "
+             f"NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_{table}_up()")
     sql(url, f"CREATE TRIGGER nb_test_{table}_in AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows "
              f"FOR EACH STATEMENT EXECUTE FUNCTION count_{table}_in()")
     sql(url, f"CREATE TRIGGER nb_test_{table}_out AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows "
@@ -144,7 +148,7 @@ def test_the_migration_partitions_the_logs_keeping_rows_and_triggers(pg_url: str
     assert trigger_rows(pg_url, "assignments", "insert") == 0
     triggers = {r[0] for r in sql(pg_url, "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass('assignments') "
                                           "AND NOT tgisinternal")}
-    assert triggers == {"nb_test_assignments_in", "nb_test_assignments_out"}
+    assert triggers == {"nb_test_assignments_in", "nb_test_assignments_out", "nb_test_assignments_up"}
     sql(pg_url, "INSERT INTO assignments (id, experiment_id, arm_key, subject_id, propensity, policy_version, holdout, "
                 "source, created_at) VALUES ('n1', 1, 'a', 's', 0.5, 0, false, 'live', now()), "
                 "('n2', 1, 'a', 's', 0.5, 0, false, 'import', '1999-01-01T00:00:00Z')")
@@ -227,6 +231,7 @@ def test_decisions_events_and_imports_land_in_partitions(pg_app: Any, pg_url: st
 
 @pytest.mark.postgres
 def test_each_event_is_stored_once_through_the_key_table(pg_app: Any, pg_url: str, api: Api) -> None:
+    add_counting_triggers(pg_url, "decision_outcomes")
     api.create_experiment(spring_email(contact_policy=None), start=True)
     decisions = api.assign_batch("spring-email", [{"subject_id": f"s{i}"} for i in range(100)])
     now = iso(clock.utcnow())
@@ -235,6 +240,11 @@ def test_each_event_is_stored_once_through_the_key_table(pg_app: Any, pg_url: st
     assert api.send_events(events[:10])["accepted"] == 10
     again = api.send_events(events[:10] + events[:10])
     assert (again["accepted"], again["duplicates"]) == (0, 20)
+    opens = [{**e, "event_id": f"open-{e['event_id']}", "type": "open"} for e in events[:5]]
+    assert api.send_events(opens)["accepted"] == 5
+    # Statement triggers on the partitioned summaries see the upsert's inserts and updates.
+    assert (trigger_rows(pg_url, "decision_outcomes", "insert"), trigger_rows(pg_url, "decision_outcomes", "update")) \
+        == (10, 5)
 
     apps = [create_app({"DATABASE_URL": pg_url}) for _ in range(4)]
     barrier = threading.Barrier(len(apps))
@@ -253,8 +263,8 @@ def test_each_event_is_stored_once_through_the_key_table(pg_app: Any, pg_url: st
     for worker in apps:
         db_module.get_db(worker).dispose()
     assert sum(a["accepted"] for a in answers) == 90
-    assert sql(pg_url, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(100, 100)]
-    assert sql(pg_url, "SELECT count(*) FROM event_keys") == [(100,)]
+    assert sql(pg_url, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(105, 105)]
+    assert sql(pg_url, "SELECT count(*) FROM event_keys") == [(105,)]
     assert sql(pg_url, "SELECT sum(clicks) FROM decision_outcomes") == [(100,)]
 
 
@@ -395,6 +405,8 @@ def test_the_partitions_commands_and_job(pg_app: Any, pg_url: str, api: Api) -> 
     assert summary["partitions"] == {"partitioned": True, "created": []}
     with session_of(pg_app) as session:
         assert is_partitioned(session)
+        assert maintain(session, "test-holder", 3) == {"partitioned": True, "created": [], "retention": "refused"}
+        assert maintain(session, "test-holder", 3) == {"partitioned": True, "created": []}  # once an hour
 
 
 def test_sqlite_keeps_single_tables_and_retention_does_nothing(tmp_path: Path) -> None:
