@@ -82,7 +82,8 @@ def add_counting_triggers(url: str, table: str = "assignments") -> None:
 
 
 def trigger_rows(url: str, table: str, op: str) -> int:
-    return int(sql(url, "SELECT coalesce(sum(n), 0) FROM trigger_log WHERE tab = :t AND op = :op", t=table, op=op)[0][0])
+    rows = sql(url, "SELECT coalesce(sum(n), 0) FROM trigger_log WHERE tab = :t AND op = :op", t=table, op=op)
+    return int(rows[0][0])
 
 
 def where(url: str, table: str, column: str, value: Any) -> list[str]:
