@@ -237,12 +237,11 @@ class DecisionCustomOutcome(Base):
 class EventKey(Base):
     """Every event_id stored (PostgreSQL): the exactly-once check, which a partitioned `events` cannot keep.
 
-    Ingestion inserts here first and stores only the events whose keys it inserted. Keys are pruned
-    once their events' partitions are retired; an event sent again after that is stored again.
+    Ingestion inserts here first and stores only the events whose keys it inserted. Keys are deleted
+    with their events' partitions when those are retired; an event sent again after that is stored again.
     SQLite leaves it empty: events.event_id is unique there."""
 
     __tablename__ = "event_keys"
-    __table_args__ = (Index("ix_event_keys_received", "received_at"),)
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     received_at: Mapped[datetime]

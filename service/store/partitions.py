@@ -19,8 +19,10 @@ into their weeks so they go too. It never DELETEs from the partitioned tables: a
 trigger, so the report rollups (which triggers on `assignments` and `decision_outcomes` keep, and
 which reports read) keep their totals. Each dropped partition is recorded in `log_retention`, so
 a rollup rebuild can refuse experiments whose logs are partly gone (`retired_before`).
-Event dedupe keys (`event_keys`) received before the retired events' end are deleted too: an
-event sent again after its key was pruned is stored again, as a new event.
+The dedupe keys (`event_keys`) of the events in a dropped partition are deleted with it (looked up
+by their primary key: the keys need no index on time, which would cost every event one more index
+entry): an event sent again after that is stored again, as a new event. Keys of events erased
+with their subject stay, so a retry of those is still a duplicate.
 
 Retention refuses to run when its cutoff falls inside what a running (or paused, which can be
 resumed) experiment still reads from the logs:
@@ -304,16 +306,15 @@ def retire(session: Session, days: int, now: datetime | None = None, dry_run: bo
             if dry_run:
                 continue
             session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            if table == "events":  # their dedupe keys go with them, found by the keys' primary key
+                pruned = session.execute(text(f"DELETE FROM event_keys WHERE event_id IN "
+                                              f"(SELECT event_id FROM {_q(part.name)})"))
+                result["event_keys_pruned"] += pruned.rowcount or 0  # type: ignore[attr-defined]
             session.execute(text(f"DROP TABLE {_q(part.name)}"))  # fires no DELETE trigger: rollups keep totals
             session.add(LogRetention(table_name=table, partition_name=part.name, retired_from=part.start,
                                      retired_before=part.end, row_estimate=part.rows, retired_at=now))
     if not dry_run:
         session.flush()
-        keys_before = retired_before(session, "events")
-        if keys_before is not None:
-            pruned = session.execute(text("DELETE FROM event_keys WHERE received_at < :before"),
-                                     {"before": keys_before})
-            result["event_keys_pruned"] = pruned.rowcount or 0  # type: ignore[attr-defined]
     return result
 
 
