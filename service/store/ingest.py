@@ -128,24 +128,27 @@ _DECISION_COLUMNS = (Assignment.id, Assignment.experiment_id, Assignment.arm_key
 
 
 # Where decisions are first looked for by id: events mostly name decisions of the last days, and on
-# PostgreSQL's weekly partitions (alembic 0014) a lookup bounded by time probes only the few partitions
-# since then, where an unbounded one probes an index in every partition. Ids not found there are looked
-# for in the older ones.
-RECENT_DECISIONS = timedelta(days=15)
+# PostgreSQL's weekly partitions (alembic 0014) a lookup bounded by time on both sides probes only the
+# two or three partitions of that span (the default partition too, unless weeks cover the span), where
+# an unbounded one probes an index in every partition. Ids not found there are looked for outside it.
+RECENT_DECISIONS = timedelta(days=8)
+_AHEAD = timedelta(days=1)  # decisions stamped by another server's clock a little ahead of this one's
 
 
 def load_decisions_by_id(session: Session, ids: Iterable[str], now: datetime | None = None) -> dict[str, DecisionInfo]:
-    """The named decisions by id (timestamps in UTC); on PostgreSQL those since `now` - RECENT_DECISIONS
+    """The named decisions by id (timestamps in UTC); on PostgreSQL those of the last RECENT_DECISIONS
     first, then the rest."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
     if session.get_bind().dialect.name == "postgresql":
-        since = (now or utcnow()) - RECENT_DECISIONS
-        rows = _decisions_by_id(session, wanted, ">=", since)
+        now = now or utcnow()
+        span = (now - RECENT_DECISIONS, now + _AHEAD)
+        rows = _decisions_by_id(session, wanted, "created_at >= %s AND created_at < %s", span)
         if len(rows) < len(wanted):
             seen = {row[0] for row in rows}
-            rows.extend(_decisions_by_id(session, [i for i in wanted if i not in seen], "<", since))
+            rows.extend(_decisions_by_id(session, [i for i in wanted if i not in seen],
+                                         "(created_at < %s OR created_at >= %s)", span))
     else:
         rows = select_in(session, _DECISION_COLUMNS, Assignment.id, wanted)
     found: dict[str, DecisionInfo] = {}
@@ -155,14 +158,15 @@ def load_decisions_by_id(session: Session, ids: Iterable[str], now: datetime | N
     return found
 
 
-def _decisions_by_id(session: Session, ids: list[str], compare: str, since: datetime) -> list[tuple[Any, ...]]:
-    """PostgreSQL: the decisions of `ids` created `compare` (">=" or "<") `since`, straight through the
-    driver with binary results, as `select_in` does."""
+def _decisions_by_id(session: Session, ids: list[str], when: str, span: tuple[datetime, datetime]
+                     ) -> list[tuple[Any, ...]]:
+    """PostgreSQL: the decisions of `ids` whose created_at meets `when` (two placeholders: the span's
+    ends), straight through the driver with binary results, as `select_in` does."""
     names = ", ".join(f'"{c.name}"' for c in _DECISION_COLUMNS)
     sql = (f'SELECT {names} FROM assignments WHERE id IN (SELECT json_array_elements_text(CAST(%s AS json))) '
-           f'AND created_at {compare} %s')
+           f'AND {when}')
     with session_driver(session) as raw, raw.cursor(binary=True) as cursor:
-        cursor.execute(sql, [json.dumps(ids), since])
+        cursor.execute(sql, [json.dumps(ids), *span])
         return cursor.fetchall()
 
 
