@@ -39,6 +39,12 @@ So the cutoff must not be later than, for every such experiment, now - (attribut
 skew + training window), or that bandit's first decision. Concluded experiments need nothing:
 their reports read the rollups.
 
+Creating, attaching and dropping a partition takes its parent's ACCESS EXCLUSIVE lock for a moment;
+each waits at most LOCK_TIMEOUT for it (writers queue behind a waiting DDL), and a pass that times out
+is retried by the next. Rows moved out of the default partition are deleted from it while it is
+detached and inserted into their partition by name: statement triggers on the parent (the rollups')
+do not fire; a row-level trigger on the parent would, as PostgreSQL clones those onto partitions.
+
 SQLite keeps single tables: nothing here partitions or retires anything there.
 """
 
