@@ -9,7 +9,8 @@
 3. The rows the service stored are read back, the tables emptied, and the same
    rows, in the same batches of 1,000, one transaction each, over the same number
    of connections, are inserted straight through psycopg 3 with ON CONFLICT
-   (event_id) DO NOTHING: via INSERT ... SELECT FROM unnest(arrays), and via COPY
+   (event_id) DO NOTHING (on the event_keys table that keeps event_ids unique, then
+   the events whose keys were new): via INSERT ... SELECT FROM unnest(arrays), and via COPY
    into a temporary table + INSERT ... SELECT. The faster is the ceiling. One more
    row shows the service's whole write (events and the per-decision summaries)
    done as one raw SQL statement per batch, for scale.
@@ -85,11 +86,21 @@ def event_batches(assignments: Sequence[str], batches: int, prefix: str, occurre
 
 # --------------------------------------------------------------------------- the raw ceiling
 
+def _keyed_insert(source: str) -> str:
+    """Insert the rows of `source` whose event_id is new: events.event_id is unique through event_keys
+    (alembic 0014: on PostgreSQL `events` is partitioned and cannot keep it unique itself)."""
+    cols = ", ".join(COLUMNS)
+    return (f"WITH x AS (SELECT * FROM {source}), "
+            f"k AS (INSERT INTO event_keys (event_id, received_at) SELECT event_id, received_at FROM x "
+            f"ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
+            f"INSERT INTO events ({cols}) SELECT {', '.join(f'u.{c}' for c in COLUMNS)} FROM x AS u "
+            f"JOIN k ON k.event_id = u.event_id")
+
+
 def _unnest_sql(returning: bool = True) -> str:
     casts = ", ".join(f"%s::{t}[]" for t in PG_TYPES)
     cols = ", ".join(COLUMNS)
-    sql = (f"INSERT INTO events ({cols}) SELECT * FROM unnest({casts}) "
-           "ON CONFLICT (event_id) DO NOTHING")
+    sql = _keyed_insert(f"unnest({casts}) AS x({cols})")
     return sql + (" RETURNING event_id" if returning else "")
 
 
@@ -98,9 +109,13 @@ def _summary_sql() -> str:
     casts = ", ".join(f"%s::{t}[]" for t in PG_TYPES)
     cols = ", ".join(COLUMNS)
     return f"""
-WITH ins AS (
-  INSERT INTO events ({cols}) SELECT * FROM unnest({casts})
-  ON CONFLICT (event_id) DO NOTHING
+WITH x AS (
+  SELECT * FROM unnest({casts}) AS x({cols})
+), k AS (
+  INSERT INTO event_keys (event_id, received_at) SELECT event_id, received_at FROM x
+  ON CONFLICT (event_id) DO NOTHING RETURNING event_id
+), ins AS (
+  INSERT INTO events ({cols}) SELECT x.* FROM x JOIN k ON k.event_id = x.event_id
   RETURNING assignment_id, type, value, occurred_at, attribution
 ), per AS (
   SELECT assignment_id,
@@ -118,7 +133,7 @@ SELECT a.id, a.experiment_id, a.arm_key, (a.created_at AT TIME ZONE 'UTC')::date
        a.covariate, p.opens, p.clicks, p.conversions, p.unsubscribes, 0, p.revenue, p.first_reward_at, now()
 FROM per p JOIN assignments a ON a.id = p.assignment_id
 ORDER BY a.id
-ON CONFLICT (assignment_id) DO UPDATE SET
+ON CONFLICT (assignment_id, day) DO UPDATE SET
   opens = t.opens + excluded.opens, clicks = t.clicks + excluded.clicks,
   conversions = t.conversions + excluded.conversions, unsubscribes = t.unsubscribes + excluded.unsubscribes,
   revenue = t.revenue + excluded.revenue,
@@ -173,8 +188,7 @@ def run_raw(db: Database, batches: list[list[tuple[Any, ...]]], connections: int
                         if method == "copy":
                             with cur.copy(f"COPY events_in ({cols}) FROM STDIN") as copy:
                                 copy.write(prepared[i])
-                            cur.execute(f"INSERT INTO events ({cols}) SELECT {cols} FROM events_in "
-                                        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+                            cur.execute(_keyed_insert("events_in") + " RETURNING event_id")
                             inserted[slot] += len(cur.fetchall())
                         elif method == "unnest":
                             cur.execute(sql, prepared[i], prepare=True)
@@ -204,7 +218,7 @@ def run_raw(db: Database, batches: list[list[tuple[Any, ...]]], connections: int
 
 
 def empty_outcome_tables(db: Database) -> None:
-    db.execute("TRUNCATE events, decision_outcomes, decision_custom_outcomes")
+    db.execute("TRUNCATE events, event_keys, decision_outcomes, decision_custom_outcomes")
     db.execute("VACUUM ANALYZE events")
     db.execute("CHECKPOINT")
 

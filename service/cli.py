@@ -1,4 +1,4 @@
-"""The `nextbest` command line: serve, migrate, keys, experiments, import, report, jobs, demo.
+"""The `nextbest` command line: serve, migrate, keys, experiments, import, report, jobs, partitions, demo.
 
 Failures are one line on stderr with a distinct exit code (see EXIT_CODES), never a
 traceback unless `--debug` is given.
@@ -554,6 +554,78 @@ def clv_fit(as_of: str | None, holdout_end: str | None, model: str, horizon_week
         except ApiError as exc:
             raise click.ClickException(exc.message) from None
     click.echo(json.dumps(result, indent=2, default=str))
+
+
+@main.group()
+def partitions() -> None:
+    """Weekly partitions of the decision and event logs, and log retention (PostgreSQL)."""
+
+
+def _migrated_session() -> Any:
+    database = _database()
+    _require_migrated(database)
+    return database.session()
+
+
+@partitions.command("list")
+def partitions_list() -> None:
+    """Each log partition: its table, range and estimated rows."""
+    from service.store.partitions import is_partitioned, list_partitions
+
+    with _migrated_session() as session:
+        if not is_partitioned(session):
+            click.echo("the logs are single tables on this database (SQLite): there are no partitions")
+            return
+        for part in list_partitions(session):
+            click.echo(json.dumps(part.as_json()))
+
+
+@partitions.command("ensure")
+@click.option("--ahead-weeks", default=4, show_default=True, type=click.IntRange(0, 520))
+def partitions_ensure(ahead_weeks: int) -> None:
+    """Create the partitions from last week to --ahead-weeks ahead (cron, without NEXTBEST_JOBS)."""
+    from service.store.partitions import ensure, is_partitioned
+
+    with _migrated_session() as session:
+        if not is_partitioned(session):
+            click.echo("the logs are single tables on this database (SQLite): nothing to create")
+            return
+        created = ensure(session, ahead_weeks=ahead_weeks)
+        session.commit()
+    click.echo(json.dumps({"created": created}))
+
+
+@partitions.command("retire")
+@click.option("--days", type=click.IntRange(1), default=None,
+              help="retention in days  [default: NEXTBEST_LOG_RETENTION_DAYS]")
+@click.option("--dry-run", is_flag=True, help="list what would be dropped, drop nothing")
+def partitions_retire(days: int | None, dry_run: bool) -> None:
+    """Drop log partitions older than the retention, record them in log_retention; refuses while a
+    running experiment still needs them."""
+    from service.jobs.leases import holder_name, lease
+    from service.store.partitions import RetentionRefused, is_partitioned, retention_days, retire
+
+    days = days or retention_days(config_module.load())
+    if days is None:
+        raise click.ClickException("no retention: set NEXTBEST_LOG_RETENTION_DAYS or pass --days")
+    with _migrated_session() as session:
+        if not is_partitioned(session):
+            click.echo("log retention does nothing on SQLite: the logs are single tables there")
+            return
+        try:
+            if dry_run:
+                result = retire(session, days, dry_run=True)
+                session.rollback()
+            else:
+                with lease(session, "partitions", holder_name("cli"), ttl_seconds=600) as held:
+                    if not held:
+                        raise click.ClickException("the partition job is running; try again shortly")
+                    result = retire(session, days)
+                    session.commit()
+        except RetentionRefused as exc:
+            session.rollback()
+            raise ApiError(409, str(exc)) from None
+    click.echo(json.dumps(result, indent=2))
 
 
 @main.command("demo")

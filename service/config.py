@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "NEXTBEST_DEFAULT_TIMEZONE": "UTC",  # quiet hours when neither the request nor the profile names a zone
     "NEXTBEST_PSEUDONYM_SECRET": "",  # HMAC key of erased subjects' pseudonyms; generated in the database if unset
     "NEXTBEST_IDEMPOTENCY_RETENTION_SECONDS": 86400.0,  # how long a stored answer replays an Idempotency-Key
+    "NEXTBEST_LOG_RETENTION_DAYS": "",  # PostgreSQL: drop decision/event log partitions older; empty keeps all
 }
 
 _NUMERIC = {k for k, v in DEFAULTS.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

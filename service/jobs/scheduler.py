@@ -1,9 +1,10 @@
-"""Periodic jobs inside the service: refit bandits, evaluate promotions, deliver webhooks.
+"""Periodic jobs inside the service: refit bandits, evaluate promotions, deliver webhooks, keep the log
+partitions (PostgreSQL: weeks created ahead, and past NEXTBEST_LOG_RETENTION_DAYS retired).
 
 With NEXTBEST_JOBS=on every worker runs a daemon thread that wakes every
 NEXTBEST_JOB_INTERVAL_SECONDS; leases in the database make sure only one
 worker, on one host, runs each job at a time. Cron can run the same jobs with
-`nextbest refit` and `nextbest promote` instead.
+`nextbest refit`, `nextbest promote` and `nextbest partitions ensure` / `retire` instead.
 """
 
 from __future__ import annotations
@@ -65,13 +66,16 @@ def run_once(database: Database, holder: str | None = None, grace_seconds: float
     """One pass of every job; errors in one job do not stop the others."""
     from service.jobs.promotion import evaluate_all
     from service.jobs.webhooks import deliver_due
+    from service.store.partitions import maintain, retention_days
 
     holder = holder or holder_name("jobs")
     summary: dict[str, Any] = {}
     for name, job in (("refit", lambda: [r.as_json() for r in refit_due(database, holder, grace_seconds)]),
                       ("promotion", lambda: _with_session(database, lambda s: evaluate_all(s, holder=holder))),
                       ("webhooks", lambda: _with_session(database, deliver_due)),
-                      ("rollups", lambda: _with_session(database, compact_rollups))):
+                      ("rollups", lambda: _with_session(database, compact_rollups)),
+                      ("partitions", lambda: _with_session(
+                          database, lambda s: maintain(s, holder, retention_days())))):
         try:
             summary[name] = job()
             job_succeeded(name)

@@ -10,17 +10,18 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from experiments.context import covariate_value, number_problems
 from experiments.history import parse_history, parse_mapping, read_records
 from experiments.spec import BanditAllocation
 
-from service.store.bulk import bulk_write
+from service.store.bulk import bulk_write, select_in
 from service.clock import utcnow
 from service.http.errors import ApiError
 from service.store.ingest import SUMMARY_COUNTERS
-from service.store.models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event
+from service.store.models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, EventKey, unique_key
 from service.store import experiments as store
 
 _CHUNK = 20_000
@@ -93,7 +94,8 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
             else:
                 summary["custom"] += count
                 custom.append({"assignment_id": assignment_id, "event_type": event_type,
-                               "experiment_id": experiment.id, "arm_key": row.arm, "count": count})
+                               "experiment_id": experiment.id, "arm_key": row.arm, "count": count,
+                               "day": row.decided_at.date()})
             if event_type == spec.reward.event:
                 summary["first_reward_at"] = row.decided_at
                 summary["reward_received_at"] = now
@@ -108,12 +110,31 @@ def import_file(session: Session, key: str, data: bytes, fmt: str, mapping: str 
         outcomes.append(summary)
 
     new_ids: set[str] = set()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        # PostgreSQL's partitioned log keys decisions by (id, created_at), and a row without a time is
+        # stamped with the import's: the ids already stored are looked up first, and imports into one
+        # experiment take turns, so a file sent again (or twice at once) still imports nothing twice.
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                        {"key": f"nextbest-import:{experiment.id}"})
     for start in range(0, len(decisions), _CHUNK):
-        new_ids.update(bulk_write(session, Assignment, decisions[start:start + _CHUNK], conflict=["id"],
+        chunk = decisions[start:start + _CHUNK]
+        if dialect == "postgresql":
+            stored = {id for id, in select_in(session, (Assignment.id,), Assignment.id, [d["id"] for d in chunk])}
+            chunk = [d for d in chunk if d["id"] not in stored]
+        new_ids.update(bulk_write(session, Assignment, chunk, conflict=unique_key(Assignment, dialect),
                                   on_conflict="nothing", returning="id"))
         if progress is not None:
             progress(min(start + _CHUNK, len(decisions)), len(decisions))
     fresh = lambda rows: [r for r in rows if r["assignment_id"] in new_ids]  # noqa: E731
+    if dialect == "postgresql":  # event_ids stay unique through event_keys there (service/store/ingest.py)
+        keyed: set[str] = set()
+        new_events = fresh(events)
+        for start in range(0, len(new_events), _CHUNK):
+            keyed.update(bulk_write(session, EventKey, [{"event_id": e["event_id"], "received_at": now}
+                                                        for e in new_events[start:start + _CHUNK]],
+                                    conflict=["event_id"], on_conflict="nothing", returning="event_id"))
+        events = [e for e in new_events if e["event_id"] in keyed]
     for model, rows in ((Event, fresh(events)), (DecisionOutcome, fresh(outcomes)),
                         (DecisionCustomOutcome, fresh(custom))):
         for start in range(0, len(rows), _CHUNK):

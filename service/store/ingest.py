@@ -1,15 +1,18 @@
 """Outcome ingestion: exactly once, attributed, summarised in bulk per batch.
 
-One transaction per batch: insert the events with ON CONFLICT (event_id) DO
-NOTHING ... RETURNING, so only rows this call really inserted move the
-per-decision summaries; a retry, or the same batch from two clients at once,
-is stored once. Rows are written in a fixed order (event_id, assignment_id)
+One transaction per batch: a batch's event_ids are inserted with ON CONFLICT
+(event_id) DO NOTHING ... RETURNING, so only rows this call really inserted
+move the per-decision summaries; a retry, or the same batch from two clients at
+once, is stored once. Rows are written in a fixed order (event_id, assignment_id)
 so concurrent batches cannot deadlock each other.
 
-On PostgreSQL the events, the per-decision summaries and the custom-event
-counts are written by one statement (`_PG_STORE`): the summaries are
-aggregated from exactly the rows the insert returned, in the database. On
-SQLite (one writer at a time) the same rules run here, in Python.
+On PostgreSQL `events` is partitioned by week (alembic 0014) and cannot keep
+event_id unique itself: the ids go into the unpartitioned `event_keys` first,
+and only the events whose keys that insert returned are stored. The keys, the
+events, the per-decision summaries and the custom-event counts are written by
+one statement (`_pg_store`): the summaries are aggregated from exactly the rows
+the insert returned, in the database. On SQLite (one writer at a time, and
+events.event_id unique) the same rules run here, in Python.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from experiments.spec import BUILTIN_EVENTS
 from service.store.bulk import bulk_write, column_recordset, conflict_clause, json_columns, json_rows, select_in
 from service.clock import utcnow
 from service.store.db import session_driver
-from service.store.models import Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment
+from service.store.models import (Assignment, DecisionCustomOutcome, DecisionOutcome, Event, Experiment,
+                                  unique_key)
 
 _CHUNK = 900  # parameters per IN (...) list, under SQLite's limits
 # Built-in event type -> its counter column in decision_outcomes.
@@ -123,14 +127,47 @@ _DECISION_COLUMNS = (Assignment.id, Assignment.experiment_id, Assignment.arm_key
                      Assignment.channel)
 
 
-def load_decisions_by_id(session: Session, ids: Iterable[str]) -> dict[str, DecisionInfo]:
-    """The named decisions by id (timestamps in UTC)."""
+# Where decisions are first looked for by id: events mostly name decisions of the last days, and on
+# PostgreSQL's weekly partitions (alembic 0014) a lookup bounded by time on both sides probes only the
+# two or three partitions of that span (the default partition too, unless weeks cover the span), where
+# an unbounded one probes an index in every partition. Ids not found there are looked for outside it.
+RECENT_DECISIONS = timedelta(days=8)
+_AHEAD = timedelta(days=1)  # decisions stamped by another server's clock a little ahead of this one's
+
+
+def load_decisions_by_id(session: Session, ids: Iterable[str], now: datetime | None = None) -> dict[str, DecisionInfo]:
+    """The named decisions by id (timestamps in UTC); on PostgreSQL those of the last RECENT_DECISIONS
+    first, then the rest."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    if session.get_bind().dialect.name == "postgresql":
+        now = now or utcnow()
+        span = (now - RECENT_DECISIONS, now + _AHEAD)
+        rows = _decisions_by_id(session, wanted, "created_at >= %s AND created_at < %s", span)
+        if len(rows) < len(wanted):
+            seen = {row[0] for row in rows}
+            rows.extend(_decisions_by_id(session, [i for i in wanted if i not in seen],
+                                         "(created_at < %s OR created_at >= %s)", span))
+    else:
+        rows = select_in(session, _DECISION_COLUMNS, Assignment.id, wanted)
     found: dict[str, DecisionInfo] = {}
-    for (id, experiment_id, arm_key, subject_id, created_at, propensity, holdout, covariate,
-         channel) in select_in(session, _DECISION_COLUMNS, Assignment.id, sorted(set(ids))):
+    for (id, experiment_id, arm_key, subject_id, created_at, propensity, holdout, covariate, channel) in rows:
         found[id] = DecisionInfo(id, experiment_id, arm_key, subject_id, created_at.astimezone(timezone.utc),
                                  propensity, holdout, covariate, channel)
     return found
+
+
+def _decisions_by_id(session: Session, ids: list[str], when: str, span: tuple[datetime, datetime]
+                     ) -> list[tuple[Any, ...]]:
+    """PostgreSQL: the decisions of `ids` whose created_at meets `when` (two placeholders: the span's
+    ends), straight through the driver with binary results, as `select_in` does."""
+    names = ", ".join(f'"{c.name}"' for c in _DECISION_COLUMNS)
+    sql = (f'SELECT {names} FROM assignments WHERE id IN (SELECT json_array_elements_text(CAST(%s AS json))) '
+           f'AND {when}')
+    with session_driver(session) as raw, raw.cursor(binary=True) as cursor:
+        cursor.execute(sql, [json.dumps(ids), *span])
+        return cursor.fetchall()
 
 
 def load_decisions_by_subject(
@@ -189,7 +226,7 @@ def ingest(session: Session, raw_events: Sequence[Any], now: datetime | None = N
             results.append(status)
             pending.append((status, event))
 
-    decisions = load_decisions_by_id(session, {e.assignment_id for _, e in pending if e.assignment_id})
+    decisions = load_decisions_by_id(session, {e.assignment_id for _, e in pending if e.assignment_id}, now)
     experiments = load_experiments(
         session,
         ids={d.experiment_id for d in decisions.values()},
@@ -305,30 +342,33 @@ FROM (SELECT assignment_id,
       FROM counted GROUP BY assignment_id) AS p
 JOIN decided AS d ON d.assignment_id = p.assignment_id
 ORDER BY d.assignment_id COLLATE "C"
-{conflict_clause(columns, ["assignment_id"], "merge", add=_SUMMED, keep_min=["first_reward_at", "reward_received_at"])}"""
+{conflict_clause(columns, unique_key(DecisionOutcome, "postgresql"), "merge", add=_SUMMED,
+                 keep_min=["first_reward_at", "reward_received_at"])}"""
 
 
 def _custom_sql() -> str:
     """Upsert the custom-event counts of the `counted` rows."""
-    columns = ["assignment_id", "event_type", "experiment_id", "arm_key", "count"]
+    columns = ["assignment_id", "event_type", "experiment_id", "arm_key", "count", "day"]
     return f"""
 INSERT INTO decision_custom_outcomes AS t ({", ".join(columns)})
-SELECT d.assignment_id, c.type, d.experiment_id, d.arm_key, c.n
+SELECT d.assignment_id, c.type, d.experiment_id, d.arm_key, c.n, d.day
 FROM (SELECT assignment_id, type, count(*) AS n FROM counted WHERE type NOT IN ({_BUILTIN})
       GROUP BY assignment_id, type) AS c
 JOIN decided AS d ON d.assignment_id = c.assignment_id
 ORDER BY d.assignment_id COLLATE "C", c.type COLLATE "C"
-{conflict_clause(columns, ["assignment_id", "event_type"], "merge", add=["count"])}"""
+{conflict_clause(columns, unique_key(DecisionCustomOutcome, "postgresql"), "merge", add=["count"])}"""
 
 
 @cache
 def _pg_store(with_custom: bool) -> str:
-    """Insert the events (event_id order), then add exactly the inserted, attributed ones to their decisions'
-    summaries (assignment_id order) and, `with_custom`, to their custom-event counts; answers the inserted
-    event_ids.
+    """Insert the batch's event_ids into `event_keys` (event_id order), store the events whose keys were
+    inserted, then add exactly those, when attributed, to their decisions' summaries (assignment_id order)
+    and, `with_custom`, to their custom-event counts; answers the inserted event_ids.
 
-    The aggregates read every inserted row before the first summary is written, so a batch takes its
-    locks in the same order as separate statements would: events, then summaries, then custom counts.
+    Lock order, as separate statements would take them: event keys (the only conflicts an event can
+    meet: a retry, or another client's copy, waits here on the first copy's key and then skips), then
+    the events (new rows in their week's partition, nothing to wait for), then summaries, then custom
+    counts. The aggregates read every inserted row before the first summary is written.
     The decisions' facts come from the lookup attribution already made (`decisions`), not a second one.
     Parameters in the driver's style: the statement runs straight through it.
     """
@@ -336,12 +376,18 @@ def _pg_store(with_custom: bool) -> str:
     custom = f"""
 ), custom AS ({_custom_sql()}""" if with_custom else ""
     return f"""
-WITH inserted AS (
-    INSERT INTO events AS t ({columns}, received_at)
-    SELECT {columns}, CAST(%(received_at)s AS timestamptz)
-    FROM {column_recordset(Event.__table__, EVENT_COLUMNS, "%(columns)s")}
-    ORDER BY u.event_id COLLATE "C"
+WITH incoming AS (
+    SELECT * FROM {column_recordset(Event.__table__, EVENT_COLUMNS, "%(columns)s")}
+), keys AS (
+    INSERT INTO event_keys AS k (event_id, received_at)
+    SELECT event_id, CAST(%(received_at)s AS timestamptz) FROM incoming
+    ORDER BY event_id COLLATE "C"
     ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), inserted AS (
+    INSERT INTO events AS t ({columns}, received_at)
+    SELECT {", ".join(f'u."{c}"' for c in EVENT_COLUMNS)}, CAST(%(received_at)s AS timestamptz)
+    FROM incoming AS u JOIN keys ON keys.event_id = u.event_id
     RETURNING event_id, experiment_id, assignment_id, type, value, occurred_at, attribution
 ), counted AS (
     SELECT i.assignment_id, i.type, i.value, i.occurred_at, i.type = r.event AS rewarding
@@ -437,7 +483,7 @@ def update_summaries(session: Session, rows: list[dict[str, Any]], decisions: di
             key = (decision.id, row["type"])
             item = custom.setdefault(key, {"assignment_id": decision.id, "event_type": row["type"],
                                            "experiment_id": decision.experiment_id, "arm_key": decision.arm_key,
-                                           "count": 0})
+                                           "count": 0, "day": decision.created_at.date()})
             item["count"] += 1
         if row["type"] == "conversion" and row["value"] is not None:
             entry["revenue"] += row["value"]
@@ -459,7 +505,8 @@ def new_summary(decision: DecisionInfo, now: datetime) -> dict[str, Any]:
 
 def write_summaries(session: Session, summaries: list[dict[str, Any]], custom: list[dict[str, Any]]) -> None:
     """Merge per-decision increments into the summaries, in key order (no deadlocks between batches)."""
-    bulk_write(session, DecisionOutcome, summaries, conflict=["assignment_id"], on_conflict="merge",
+    dialect = session.get_bind().dialect.name
+    bulk_write(session, DecisionOutcome, summaries, conflict=unique_key(DecisionOutcome, dialect), on_conflict="merge",
                add=_SUMMED, keep_min=["first_reward_at", "reward_received_at"])
-    bulk_write(session, DecisionCustomOutcome, custom, conflict=["assignment_id", "event_type"],
+    bulk_write(session, DecisionCustomOutcome, custom, conflict=unique_key(DecisionCustomOutcome, dialect),
                on_conflict="merge", add=["count"])

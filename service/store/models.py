@@ -121,6 +121,25 @@ class AuditEntry(Base):
     created_at: Mapped[datetime]
 
 
+# On PostgreSQL the decision and event logs are partitioned by week (alembic 0014), and a key must include
+# the partition column: these are their unique keys there, which ON CONFLICT names. Elsewhere the
+# models' own primary keys hold (the ORM identity stays the id on both).
+PARTITIONED_KEYS: dict[str, tuple[str, ...]] = {
+    "assignments": ("id", "created_at"),
+    "events": ("id", "received_at"),
+    "decision_outcomes": ("assignment_id", "day"),
+    "decision_custom_outcomes": ("assignment_id", "event_type", "day"),
+}
+
+
+def unique_key(model: Any, dialect: str) -> list[str]:
+    """The columns of `model`'s primary key as the database has it (`dialect`: "postgresql", "sqlite")."""
+    table = model.__table__
+    if dialect == "postgresql" and table.name in PARTITIONED_KEYS:
+        return list(PARTITIONED_KEYS[table.name])
+    return [column.name for column in table.primary_key.columns]
+
+
 class Assignment(Base):
     """One decision: the audit trail and the training data."""
 
@@ -150,7 +169,9 @@ class Assignment(Base):
 
 
 class Event(Base):
-    """One outcome as received; the source of truth the summaries are rebuilt from."""
+    """One outcome as received; the source of truth the summaries are rebuilt from.
+
+    event_id is unique on SQLite; on PostgreSQL (partitioned by received_at) `event_keys` keeps it unique."""
 
     __tablename__ = "events"
     __table_args__ = (
@@ -209,6 +230,36 @@ class DecisionCustomOutcome(Base):
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
     arm_key: Mapped[str] = mapped_column(String(64))
     count: Mapped[int] = mapped_column(Integer, default=0)
+    # The decision's UTC day, as in decision_outcomes: the rows retire with their decisions' partition.
+    day: Mapped[date] = mapped_column(Date)
+
+
+class EventKey(Base):
+    """Every event_id stored (PostgreSQL): the exactly-once check, which a partitioned `events` cannot keep.
+
+    Ingestion inserts here first and stores only the events whose keys it inserted. Keys are deleted
+    with their events' partitions when those are retired; an event sent again after that is stored again.
+    SQLite leaves it empty: events.event_id is unique there."""
+
+    __tablename__ = "event_keys"
+
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime]
+
+
+class LogRetention(Base):
+    """One retired (dropped) log partition: which table, which range, when (service/store/partitions.py)."""
+
+    __tablename__ = "log_retention"
+    __table_args__ = (Index("ix_log_retention_table", "table_name", "retired_before"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    table_name: Mapped[str] = mapped_column(String(64))
+    partition_name: Mapped[str] = mapped_column(String(64))
+    retired_from: Mapped[datetime | None]
+    retired_before: Mapped[datetime]
+    row_estimate: Mapped[int | None] = mapped_column(BigInteger)
+    retired_at: Mapped[datetime]
 
 
 class PolicySnapshot(Base):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from reports.inputs import DailyArmSummary
@@ -172,6 +172,7 @@ def rebuild(connection: Connection | Session, experiment_ids: list[int] | None =
     """
     dialect = connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
     run = connection.execute
+    _refuse_retired(connection, experiment_ids)
     if dialect == "postgresql":
         run(text("LOCK TABLE assignments, decision_outcomes IN SHARE MODE"))
         run(text("SET LOCAL work_mem = '256MB'"))
@@ -202,6 +203,30 @@ def rebuild(connection: Connection | Session, experiment_ids: list[int] | None =
     if rows:
         run(ArmDayRollup.__table__.insert(), rows)
     return {"day_rows": len(rows)}
+
+
+def _refuse_retired(connection: Connection | Session, experiment_ids: list[int] | None) -> None:
+    """Retention dropped log partitions whose totals only the rollups still hold: an experiment with
+    decisions from before the retired range cannot be rebuilt from what is left (ValueError)."""
+    bind = connection.get_bind() if isinstance(connection, Session) else connection
+    if not inspect(bind).has_table("log_retention"):
+        return
+    retired = connection.execute(text("SELECT max(retired_before) FROM log_retention")).scalar()
+    if retired is None:
+        return
+    day = _as_moment(retired).astimezone(timezone.utc).date()
+    lost = sorted(int(e) for e, in connection.execute(text(
+        f"SELECT DISTINCT experiment_id FROM arm_day_rollups WHERE day < :day AND decisions <> 0 "
+        f"AND {_scope('experiment_id', experiment_ids)}"), {"day": day}))
+    if lost:
+        raise ValueError(f"the logs before {day} were retired (log_retention); experiments {lost} had decisions "
+                         f"then, which only their rollups still hold: they cannot be rebuilt from the logs")
+
+
+def _as_moment(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
 
 
 def _as_date(value: Any) -> date:

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 
 from service.store import db as db_module
 from service.store.bulk import bulk_write, column_recordset, json_columns, json_rows, select_in
-from service.store.models import Assignment, DecisionOutcome, Experiment
+from service.store.models import Assignment, DecisionOutcome, Experiment, unique_key
 from tests.conftest import spring_email
 
 MOMENT = datetime(2026, 11, 24, 9, 30, 0, 123456, tzinfo=timezone.utc)
@@ -72,7 +72,8 @@ def test_bulk_write_merges_as_before(app: Any, decisions: list[str]) -> None:
                 "updated_at": MOMENT}
         for first in (MOMENT, MOMENT - timedelta(hours=1)):
             bulk_write(session, DecisionOutcome, [{"assignment_id": decisions[0], **base, "first_reward_at": first}],
-                       conflict=["assignment_id"], on_conflict="merge", add=["opens", "revenue"],
+                       conflict=unique_key(DecisionOutcome, session.get_bind().dialect.name), on_conflict="merge",
+                       add=["opens", "revenue"],
                        keep_min=["first_reward_at"])
         session.commit()
         row = session.get(DecisionOutcome, decisions[0])
