@@ -185,6 +185,9 @@ def _pg_outcome_deltas(parts: Sequence[tuple[str, str]]) -> str:
     deltas = (f"SELECT o.experiment_id, a.subject_id, o.arm_key, "
               f"{', '.join(f'{expr} AS {c}' for c, expr in outcome_sums.items())} "
               f"FROM ({signed}) AS o JOIN assignments AS a ON a.id = o.assignment_id "
+              # The decision's UTC day bounds its time: with the log partitioned by time, one partition.
+              f"AND a.created_at >= CAST(o.day AS timestamp) AT TIME ZONE 'UTC' "
+              f"AND a.created_at < CAST(o.day + 1 AS timestamp) AT TIME ZONE 'UTC' "
               f"GROUP BY o.experiment_id, a.subject_id, o.arm_key "
               f"HAVING {' OR '.join(f'{expr} <> 0' for expr in outcome_sums.values())}")
     zero_decisions = ", ".join("0" for _ in DAY_DECISION_VALUES)

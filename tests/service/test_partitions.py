@@ -334,9 +334,15 @@ def test_retention_drops_old_partitions_keeps_new_ones_and_records_them(pg_app: 
         assert not [p for p in list_partitions(session) if p.end and p.end <= now - timedelta(days=30)]
 
     # The report keeps the retired decisions' totals (its rollups), and refuses to be rebuilt without them.
+    # Custom events are counted from the logs (README): those retired are gone from the report.
     report_after = api.report("old-offer")
-    assert [(a["arm"], a["decisions"], a["subjects"], a["event_counts"]) for a in report_after["arms"]] == \
-        [(a["arm"], a["decisions"], a["subjects"], a["event_counts"]) for a in report_before["arms"]]
+
+    def built_in(report: dict[str, Any]) -> list[Any]:
+        return [(a["arm"], a["decisions"], a["subjects"], {k: a["event_counts"][k] for k in
+                 ("open", "click", "conversion", "unsubscribe")}, a["revenue_total"]) for a in report["arms"]]
+
+    assert built_in(report_after) == built_in(report_before)
+    assert sum(a["event_counts"]["click"] for a in report_after["arms"]) == 2
     assert sum(a["decisions"] for a in report_after["arms"]) == 2
     with session_of(pg_app) as session:
         ids = dict(session.execute(text("SELECT key, id FROM experiments")).all())
