@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from service.run.demo import SEGMENT_TO_ARM, run_demo
+from service.store import experiments as store_experiments
+from service.usecases import decisions as decisions_module
 from tests.conftest import DATA
 
 
-def test_demo_runs_the_whole_loop_and_its_summary_matches_the_data(tmp_path: Path) -> None:
+def test_demo_runs_the_whole_loop_and_its_summary_matches_the_data(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every random number comes from a seed, so the demo gives the same numbers on every run: experiment
+    # salts (which split the A/B test and seed the bandit's policy) are counted out in order, and the
+    # service's decisions draw from one seeded generator instead of one per thread seeded from the OS.
+    # Unseeded, the A/B test's promotion was borderline in some runs (its lower bound at -0.001).
+    salts = itertools.count(1)
+    monkeypatch.setattr(store_experiments.secrets, "token_hex", lambda n=8: f"{next(salts):0{2 * n}x}")
+    generator = np.random.default_rng(2008)
+    monkeypatch.setattr(decisions_module, "_thread_rng", lambda: generator)
     out = io.StringIO()
-    summary = run_demo(DATA / "hillstrom.csv", tmp_path, days=12, per_day=1500, port=0, stream=out)
+    summary = run_demo(DATA / "hillstrom.csv", tmp_path, days=12, per_day=3000, port=0, stream=out)
     text = out.getvalue()
     with (DATA / "hillstrom.csv").open() as data:
         recipients = Counter(SEGMENT_TO_ARM[row["segment"]] for row in csv.DictReader(data))
