@@ -155,3 +155,37 @@ class Api:
 @pytest.fixture
 def api(client: Any, keys: dict[str, str]) -> Api:
     return Api(client, keys)
+
+
+def api_for(app: Any, name: str = "test") -> Api:
+    """An Api on `app` with a fresh key per scope (for apps built with their own settings)."""
+    tokens = {}
+    with db_module.get_db(app).session() as session:
+        for scope in ("channel", "analyst", "admin"):
+            _, tokens[scope] = create_key(session, f"{name}-{scope}", scope)
+    return Api(app.test_client(), tokens)
+
+
+def send_at_once(database_url: str, events: list[dict[str, Any]], headers: dict[str, str],
+                 workers: int = 4) -> list[Any]:
+    """The same event batch from `workers` separate apps (each its own connections), released together;
+    returns their responses."""
+    import threading
+
+    apps = [create_app({"DATABASE_URL": database_url}) for _ in range(workers)]
+    barrier = threading.Barrier(len(apps))
+    responses: list[Any] = []
+
+    def send(worker: Any) -> None:
+        client = worker.test_client()
+        barrier.wait()
+        responses.append(client.post("/v1/events", json={"events": events}, headers=headers))
+
+    threads = [threading.Thread(target=send, args=(a,)) for a in apps]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for worker in apps:
+        db_module.get_db(worker).dispose()
+    return responses

@@ -23,7 +23,7 @@ from service.http.auth import create_key
 from service.clock import utcnow
 from service.config import normalise_database_url
 from service.store.models import Assignment, Event, Experiment
-from tests.conftest import PG_URL, Api, spring_email
+from tests.conftest import PG_URL, Api, api_for, spring_email
 
 # Strings that would do harm if any query were built by string formatting.
 INJECTIONS = [
@@ -100,11 +100,7 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     db_module.upgrade(url)
     application = create_app({"DATABASE_URL": url, "TESTING": True, "NEXTBEST_POLICY_REFRESH_SECONDS": 0.0})
-    tokens = {}
-    with db_module.get_db(application).session() as session:
-        for scope in ("channel", "analyst", "admin"):
-            _, tokens[scope] = create_key(session, f"hostile-{scope}", scope)
-    api = Api(application.test_client(), tokens)
+    api = api_for(application, "hostile")
     api.create_experiment(spring_email(contact_policy=None), start=True)
     yield application, api
     db_module.get_db(application).dispose()
@@ -136,11 +132,7 @@ def small_app(database_url: str) -> Iterator[Any]:
 
 @pytest.fixture
 def small(small_app: Any) -> Api:
-    tokens = {}
-    with db_module.get_db(small_app).session() as session:
-        for scope in ("channel", "analyst", "admin"):
-            _, tokens[scope] = create_key(session, f"limits-{scope}", scope)
-    api = Api(small_app.test_client(), tokens)
+    api = api_for(small_app, "limits")
     api.create_experiment(spring_email(contact_policy=None), start=True)
     return api
 

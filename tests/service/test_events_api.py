@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text, update
 
-from service import create_app
 from service.store import db as db_module
 from service.clock import utcnow
 from service.store.models import Assignment, AuditEntry, DecisionCustomOutcome, DecisionOutcome, Event
-from tests.conftest import spring_email
+from tests.conftest import send_at_once, spring_email
 
 NOW: datetime  # the time each test starts, set by _now: never read at import, when a busy machine
 # may start the test minutes later
@@ -191,30 +189,15 @@ def test_concurrent_duplicate_batches_store_once(app: Any, running: Any, databas
     decisions = running.assign_batch("spring-email", [{"subject_id": f"s{i}"} for i in range(200)])
     events = [{"event_id": f"ev-{d['assignment_id']}-{k}", "type": "click", "assignment_id": d["assignment_id"],
                "occurred_at": iso(NOW)} for d in decisions for k in range(2)]
-    apps = [create_app({"DATABASE_URL": database_url}) for _ in range(4)]
-    barrier = threading.Barrier(len(apps))
-    answers: list[dict[str, Any]] = []
-
-    def send(worker: Any) -> None:
-        client = worker.test_client()
-        barrier.wait()
-        response = client.post("/v1/events", json={"events": events}, headers=running.headers("channel"))
-        assert response.status_code == 200, response.get_json()
-        answers.append(response.get_json())
-
-    threads = [threading.Thread(target=send, args=(a,)) for a in apps]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    responses = send_at_once(database_url, events, running.headers("channel"))
+    assert all(r.status_code == 200 for r in responses), [r.get_json() for r in responses]
+    answers = [r.get_json() for r in responses]
     assert sum(a["accepted"] for a in answers) == len(events)
     assert sum(a["duplicates"] for a in answers) == 3 * len(events)
     assert count(app, Event) == len(events)
     with db_module.get_db(app).session() as session:
         total = session.scalar(select(func.sum(DecisionOutcome.clicks)))
     assert total == len(events)
-    for worker in apps:
-        db_module.get_db(worker).dispose()
 
 
 def test_erasure_removes_every_row_of_the_subject(app: Any, running: Any) -> None:

@@ -4,7 +4,6 @@ ingestion, partitions kept ahead, retention by dropping partitions, and its refu
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -18,13 +17,12 @@ from sqlalchemy import create_engine, text
 
 from service import clock, create_app
 from service.cli import main
-from service.http.auth import create_key
 from service.jobs.scheduler import run_once
 from service.store import db as db_module
 from service.store import rollups
 from service.store.partitions import (RetentionRefused, ensure, is_partitioned, list_partitions, maintain,
                                       needs_of_running, retire, retired_before, week_of)
-from tests.conftest import PG_URL, Api, _fresh_database
+from tests.conftest import PG_URL, Api, _fresh_database, api_for, send_at_once
 from tests.examples import spring_email
 
 LOGS = ("assignments", "events", "decision_outcomes", "decision_custom_outcomes")
@@ -50,11 +48,7 @@ def pg_app(pg_url: str) -> Iterator[Any]:
 
 @pytest.fixture
 def api(pg_app: Any) -> Api:
-    tokens = {}
-    with db_module.get_db(pg_app).session() as session:
-        for scope in ("channel", "analyst", "admin"):
-            _, tokens[scope] = create_key(session, f"test-{scope}", scope)
-    return Api(pg_app.test_client(), tokens)
+    return api_for(pg_app)
 
 
 def sql(url: str, statement: str, **params: Any) -> list[Any]:
@@ -255,22 +249,7 @@ def test_each_event_is_stored_once_through_the_key_table(pg_app: Any, pg_url: st
     assert (trigger_rows(pg_url, "decision_outcomes", "insert"), trigger_rows(pg_url, "decision_outcomes", "update")) \
         == (10, 5)
 
-    apps = [create_app({"DATABASE_URL": pg_url}) for _ in range(4)]
-    barrier = threading.Barrier(len(apps))
-    answers: list[dict[str, Any]] = []
-
-    def send(worker: Any) -> None:
-        barrier.wait()
-        response = worker.test_client().post("/v1/events", json={"events": events}, headers=api.headers("channel"))
-        answers.append(response.get_json())
-
-    threads = [threading.Thread(target=send, args=(a,)) for a in apps]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for worker in apps:
-        db_module.get_db(worker).dispose()
+    answers = [r.get_json() for r in send_at_once(pg_url, events, api.headers("channel"))]
     assert sum(a["accepted"] for a in answers) == 90
     assert sql(pg_url, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(105, 105)]
     assert sql(pg_url, "SELECT count(*) FROM event_keys") == [(105,)]
