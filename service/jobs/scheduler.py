@@ -1,5 +1,6 @@
-"""Periodic jobs inside the service: refit bandits, evaluate promotions, deliver webhooks, keep the log
-partitions (PostgreSQL: weeks created ahead, and past NEXTBEST_LOG_RETENTION_DAYS retired).
+"""Periodic jobs inside the service: refit bandits, evaluate promotions, deliver webhooks, fold the report
+rollups' per-backend rows, keep the log partitions (PostgreSQL: weeks created ahead, and past
+NEXTBEST_LOG_RETENTION_DAYS retired).
 
 With NEXTBEST_JOBS=on every worker runs a daemon thread that wakes every
 NEXTBEST_JOB_INTERVAL_SECONDS; leases in the database make sure only one

@@ -13,7 +13,8 @@ statement, erasure). PostgreSQL runs them once per statement over its transition
 statement upserts the subjects' rows and, from the rows it returns, moves the arms' cluster sums
 (a removed subject row by a DELETE trigger of its own), a second one the day rollups. Every writer
 locks subjects' rows before arms' rows, each in one key order, so concurrent writers cannot
-deadlock; arms' rows are kept per backend (shard = pid), so no two transactions share one. SQLite, with one writer at a time, runs
+deadlock; arms' rows are kept per backend (shard = pid), so no two transactions share one, and
+`rollups.compact` folds them into shard 0 now and then. SQLite, with one writer at a time, runs
 row triggers, level 2 included. Anything else writing subject_arm_sums keeps the cluster sums
 itself (the rebuild recomputes them).
 
@@ -25,9 +26,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-
-# Each PostgreSQL backend adds to rollup rows of its own (shard = its pid), so two transactions never
-# wait for each other on an arm's row; `rollups.compact` folds them into shard 0 now and then.
 
 # A decision_outcomes row's per-decision values, as SQL over alias `{x}` (subject-level numerators).
 SUBJECT_OUTCOME_VALUES: dict[str, str] = {
@@ -89,8 +87,6 @@ CLUSTER_COLUMNS: tuple[str, ...] = tuple(CLUSTER_VALUES)
 CLUSTER_KEYS = ("experiment_id", "arm_key", "shard")
 # The subject first: erasure finds a subject's rows by the key, and Citus would place them by it.
 SUBJECT_KEYS = ("subject_id", "experiment_id", "arm_key")
-
-ROLLUP_TABLES = ("arm_cluster_sums", "arm_day_rollups", "subject_arm_sums")
 
 
 def _of(values: dict[str, str], alias: str) -> dict[str, str]:
@@ -181,7 +177,7 @@ def _pg_assignment_deltas(parts: Sequence[tuple[str, str]]) -> str:
 
 def _pg_outcome_deltas(parts: Sequence[tuple[str, str]]) -> str:
     signed = _pg_signed(parts)
-    outcome_sums = {c: f"sum(o.sign * {SUBJECT_OUTCOME_VALUES[c].replace('{x}', 'o')})" for c in SUBJECT_OUTCOME_VALUES}
+    outcome_sums = {c: f"sum(o.sign * {expr})" for c, expr in _of(SUBJECT_OUTCOME_VALUES, "o").items()}
     deltas = (f"SELECT o.experiment_id, a.subject_id, o.arm_key, "
               f"{', '.join(f'{expr} AS {c}' for c, expr in outcome_sums.items())} "
               f"FROM ({signed}) AS o JOIN assignments AS a ON a.id = o.assignment_id "
@@ -338,8 +334,8 @@ def drop_trigger_ddl(dialect: str) -> list[str]:
 
 def subjects_from_logs_sql(where: str) -> str:
     """Every subject's sums per arm, aggregated from the logs (columns named as in subject_arm_sums)."""
-    outcome_values = ", ".join(f"coalesce(sum({SUBJECT_OUTCOME_VALUES[c].replace('{x}', 'x')}), 0) AS {c}"
-                               for c in SUBJECT_OUTCOME_VALUES)
+    outcome_values = ", ".join(f"coalesce(sum({expr}), 0) AS {c}"
+                               for c, expr in _of(SUBJECT_OUTCOME_VALUES, "x").items())
     return f"""
 SELECT a.experiment_id, a.subject_id, a.arm_key, count(*) AS decisions, {outcome_values}
 FROM assignments AS a LEFT JOIN decision_outcomes AS x ON x.assignment_id = a.id
@@ -355,22 +351,26 @@ def rebuild_subjects_sql(where: str) -> str:
 
 def compact_sql(table: str) -> str:
     """Fold the rows other backends wrote (shard <> 0) into shard 0, skipping rows a writer holds: the
-    compaction waits for nobody, and writers never write shard 0."""
+    compaction waits for nobody, and writers never write shard 0. Answers the number of rows folded."""
     keys, columns = (DAY_KEYS, DAY_COLUMNS) if table == "arm_day_rollups" else (CLUSTER_KEYS, CLUSTER_COLUMNS)
-    groups = [k for k in keys if k != "shard"]
+    assert keys[-1] == "shard"
+    groups = keys[:-1]
     match = " AND ".join(f"r.{k} = m.{k}" for k in keys)
+    order = ", ".join(f'{g} COLLATE "C"' if g == "arm_key" else g for g in groups)
     return f"""
 WITH moved AS (
     DELETE FROM {table} AS r
     USING (SELECT {', '.join(keys)} FROM {table} WHERE shard <> 0 FOR UPDATE SKIP LOCKED) AS m
     WHERE {match}
     RETURNING r.*
+), folded AS (
+    INSERT INTO {table} ({', '.join(keys)}, {', '.join(columns)})
+    SELECT {', '.join(groups)}, 0, {', '.join(f'sum({c})' for c in columns)}
+    FROM moved GROUP BY {', '.join(groups)}
+    ORDER BY {order}
+    {_merge(table, keys, columns)}
 )
-INSERT INTO {table} ({', '.join(keys)}, {', '.join(columns)})
-SELECT {', '.join(groups[:keys.index('shard')])}, 0, {', '.join(groups[keys.index('shard'):])}{', ' if groups[keys.index('shard'):] else ''}{', '.join(f'sum({c})' for c in columns)}
-FROM moved GROUP BY {', '.join(groups)}
-ORDER BY {', '.join(f'{g} COLLATE "C"' if g == 'arm_key' else g for g in groups)}
-{_merge(table, keys, columns)}"""
+SELECT count(*) FROM moved"""
 
 
 def clusters_from_subjects_sql(where: str) -> str:

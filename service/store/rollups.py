@@ -144,18 +144,21 @@ def counts_before(session: Session, experiment_id: int, moment: datetime) -> dic
 
 # Compaction, rebuild and verification.
 
+def _bind(connection: Connection | Session) -> Any:
+    return connection.get_bind() if isinstance(connection, Session) else connection
+
+
+def _dialect(connection: Connection | Session) -> str:
+    return str(_bind(connection).dialect.name)
+
+
 def compact(session: Session) -> int:
     """Fold every backend's rollup rows into shard 0 (PostgreSQL; SQLite writes shard 0 only); returns
     the rows folded. Rows a writer holds are skipped until the next pass. Does not commit."""
-    if session.get_bind().dialect.name != "postgresql":
+    if _dialect(session) != "postgresql":
         return 0
-    folded = 0
-    for table in ("arm_cluster_sums", "arm_day_rollups"):
-        before = session.execute(text(f"SELECT count(*) FROM {table} WHERE shard <> 0")).scalar_one()
-        session.execute(text(rollup_sql.compact_sql(table)))
-        folded += int(before) - int(session.execute(
-            text(f"SELECT count(*) FROM {table} WHERE shard <> 0")).scalar_one())
-    return folded
+    return sum(int(session.execute(text(rollup_sql.compact_sql(table))).scalar_one())
+               for table in ("arm_cluster_sums", "arm_day_rollups"))
 
 
 def _scope(column: str, experiment_ids: list[int] | None) -> str:
@@ -170,7 +173,7 @@ def rebuild(connection: Connection | Session, experiment_ids: list[int] | None =
     On PostgreSQL the logs are locked against writes (SHARE) for the duration, so nothing written
     meanwhile is counted twice or missed; reads go on. Does not commit.
     """
-    dialect = connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
+    dialect = _dialect(connection)
     run = connection.execute
     _refuse_retired(connection, experiment_ids)
     if dialect == "postgresql":
@@ -185,31 +188,35 @@ def rebuild(connection: Connection | Session, experiment_ids: list[int] | None =
     # SQLite's row triggers have added the new subject rows to the cluster sums; PostgreSQL's have not.
     run(text(f"DELETE FROM arm_cluster_sums WHERE {_scope('experiment_id', experiment_ids)}"))
     run(text(rollup_sql.rebuild_clusters_sql(_scope("s.experiment_id", experiment_ids))))
-    days: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in run(text(rollup_sql.rebuild_day_decisions_sql(dialect, _scope("a.experiment_id", experiment_ids)))):
-        values = row._mapping
-        key = (values["experiment_id"], values["arm_key"], _as_date(values["day"]), bool(values["holdout"]))
-        days[key] = {c: values[c] for c in rollup_sql.DAY_DECISION_VALUES}
-    for row in run(text(rollup_sql.rebuild_day_outcomes_sql(_scope("x.experiment_id", experiment_ids)))):
-        values = row._mapping
-        key = (values["experiment_id"], values["arm_key"], _as_date(values["day"]), bool(values["holdout"]))
-        days.setdefault(key, dict.fromkeys(rollup_sql.DAY_DECISION_VALUES, 0)).update(
-            {c: values[c] for c in rollup_sql.DAY_OUTCOME_VALUES})
-    rows = [
-        {"experiment_id": e, "arm_key": a, "day": d, "holdout": h, "shard": 0,
-         **dict.fromkeys(rollup_sql.DAY_OUTCOME_VALUES, 0), **values}
-        for (e, a, d, h), values in sorted(days.items())
-    ]
+    days = _day_sums_from_logs(connection, experiment_ids)
+    rows = [{"experiment_id": e, "arm_key": a, "day": d, "holdout": h, "shard": 0, **values}
+            for (e, a, d, h), values in sorted(days.items())]
     if rows:
         run(ArmDayRollup.__table__.insert(), rows)
     return {"day_rows": len(rows)}
 
 
+def _day_sums_from_logs(connection: Connection | Session, experiment_ids: list[int] | None
+                        ) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Per (experiment, arm, day, holdout), every column of arm_day_rollups as the logs give it: the
+    decisions' sums from `assignments`, the outcomes' from `decision_outcomes` (zero where none)."""
+    days: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for sql, columns in (
+        (rollup_sql.rebuild_day_decisions_sql(_dialect(connection), _scope("a.experiment_id", experiment_ids)),
+         rollup_sql.DAY_DECISION_VALUES),
+        (rollup_sql.rebuild_day_outcomes_sql(_scope("x.experiment_id", experiment_ids)), rollup_sql.DAY_OUTCOME_VALUES),
+    ):
+        for row in connection.execute(text(sql)):
+            values = row._mapping
+            key = (values["experiment_id"], values["arm_key"], _as_date(values["day"]), bool(values["holdout"]))
+            days.setdefault(key, dict.fromkeys(rollup_sql.DAY_COLUMNS, 0)).update({c: values[c] for c in columns})
+    return days
+
+
 def _refuse_retired(connection: Connection | Session, experiment_ids: list[int] | None) -> None:
     """Retention dropped log partitions whose totals only the rollups still hold: an experiment with
     decisions from before the retired range cannot be rebuilt from what is left (ValueError)."""
-    bind = connection.get_bind() if isinstance(connection, Session) else connection
-    if not inspect(bind).has_table("log_retention"):
+    if not inspect(_bind(connection)).has_table("log_retention"):
         return
     retired = connection.execute(text("SELECT max(retired_before) FROM log_retention")).scalar()
     if retired is None:
@@ -240,7 +247,6 @@ def verify(connection: Connection | Session, experiment_id: int, tolerance: floa
     aggregate, integers exactly and sums of money within `tolerance` (relative).
     """
     run = connection.execute
-    dialect = connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
     problems: list[str] = []
 
     def differs(a: Any, b: Any) -> bool:
@@ -263,15 +269,7 @@ def verify(connection: Connection | Session, experiment_id: int, tolerance: floa
         for column in rollup_sql.SUBJECT_COLUMNS:
             if differs(want[column], have[column]):
                 problems.append(f"subject_arm_sums {key} {column}: stored {have[column]}, logs give {want[column]}")
-    days: dict[tuple[Any, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for sql in (rollup_sql.rebuild_day_decisions_sql(dialect, _scope("a.experiment_id", [experiment_id])),
-                rollup_sql.rebuild_day_outcomes_sql(_scope("x.experiment_id", [experiment_id]))):
-        for row in run(text(sql)):
-            values = row._mapping
-            key = (values["arm_key"], _as_date(values["day"]), bool(values["holdout"]))
-            for column in rollup_sql.DAY_COLUMNS:
-                if column in values:
-                    days[key][column] += float(values[column] or 0)
+    days = {(a, d, h): values for (_, a, d, h), values in _day_sums_from_logs(connection, [experiment_id]).items()}
     R = ArmDayRollup
     stored_days = {
         (r.arm_key, _as_date(r.day), bool(r.holdout)): r._mapping
