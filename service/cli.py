@@ -438,6 +438,12 @@ def promote_command() -> None:
         raise click.ClickException(f"the promotion check failed for {', '.join(failed)} (see the log)")
 
 
+def _migrated_session() -> Any:
+    database = _database()
+    _require_migrated(database)
+    return database.session()
+
+
 @main.group()
 def rollups() -> None:
     """Report rollups: the sums reports read, kept by the database as decisions and outcomes are stored."""
@@ -455,9 +461,7 @@ def rollups_rebuild(key: str | None) -> None:
     """Recompute the rollups from the decision and outcome logs (holds writes to the logs while it runs)."""
     from service.store import rollups as rollup_store
 
-    database = _database()
-    _require_migrated(database)
-    with database.session() as session:
+    with _migrated_session() as session:
         started = time.monotonic()
         result = rollup_store.rebuild(session, _experiment_ids(session, key))
         session.commit()
@@ -469,9 +473,7 @@ def rollups_compact() -> None:
     """Fold the rows each database backend keeps into one per arm and day (the jobs do it every pass)."""
     from service.store import rollups as rollup_store
 
-    database = _database()
-    _require_migrated(database)
-    with database.session() as session:
+    with _migrated_session() as session:
         folded = rollup_store.compact(session)
         session.commit()
     click.echo(json.dumps({"folded": folded}))
@@ -486,10 +488,8 @@ def rollups_check(key: str | None) -> None:
     from service.store import rollups as rollup_store
     from service.store.models import Experiment
 
-    database = _database()
-    _require_migrated(database)
     problems: list[str] = []
-    with database.session() as session:
+    with _migrated_session() as session:
         ids = _experiment_ids(session, key) or list(session.scalars(select(Experiment.id).order_by(Experiment.id)))
         for experiment_id in ids:
             problems += [f"experiment {experiment_id}: {p}" for p in rollup_store.verify(session, experiment_id)]
@@ -561,12 +561,6 @@ def partitions() -> None:
     """Weekly partitions of the decision and event logs, and log retention (PostgreSQL)."""
 
 
-def _migrated_session() -> Any:
-    database = _database()
-    _require_migrated(database)
-    return database.session()
-
-
 @partitions.command("list")
 def partitions_list() -> None:
     """Each log partition: its table, range and estimated rows."""
@@ -617,7 +611,7 @@ def partitions_retire(days: int | None, dry_run: bool) -> None:
                 result = retire(session, days, dry_run=True)
                 session.rollback()
             else:
-                with lease(session, "partitions", holder_name("cli"), ttl_seconds=600) as held:
+                with lease(session, "partitions", holder_name("cli"), ttl_seconds=60) as held:
                     if not held:
                         raise click.ClickException("the partition job is running; try again shortly")
                     result = retire(session, days)
