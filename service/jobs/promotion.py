@@ -199,22 +199,18 @@ def evaluate_all(session: Session, *, holder: str = "promotion") -> list[dict[st
         if not held:
             return [{"status": "locked"}]
         results = []
-        candidates = session.scalars(
-            select(Experiment).where(Experiment.status == "running", Experiment.winner_arm.is_(None))
-        ).all()
-        for experiment in candidates:
-            outcome = _isolated(session, experiment, "promotion check", {"promoted": False},
-                                lambda e=experiment: _evaluate_one(session, e, holder))
-            if outcome is not None:
-                results.append(outcome)
-        promoted = session.scalars(
-            select(Experiment).where(Experiment.status == "running", Experiment.winner_arm.is_not(None))
-        ).all()
-        for experiment in promoted:
-            outcome = _isolated(session, experiment, "post-promotion check", {"rolled_back": False},
-                                lambda e=experiment: _watch_one(session, e, holder))
-            if outcome is not None:
-                results.append(outcome)
+        # Running experiments without a winner are checked for promotion, then those with one (promoted
+        # earlier or just now) for a regression; each experiment on its own (`_isolated`).
+        for has_winner, what, failed, check in (
+            (Experiment.winner_arm.is_(None), "promotion check", {"promoted": False}, _evaluate_one),
+            (Experiment.winner_arm.is_not(None), "post-promotion check", {"rolled_back": False}, _watch_one),
+        ):
+            for experiment in session.scalars(
+                    select(Experiment).where(Experiment.status == "running", has_winner)).all():
+                outcome = _isolated(session, experiment, what, failed,
+                                    lambda e=experiment, c=check: c(session, e, holder))
+                if outcome is not None:
+                    results.append(outcome)
         return results
 
 
