@@ -2,7 +2,7 @@
 
 A report over the whole experiment reads the rollups the database keeps current
 (service/store/rollups.py): O(arms x days) rows. A segment or a time window, CUPED,
-LTV-adjusted value and the bandit section read the logs: GROUP BY arm (and day) over
+LTV-adjusted value, custom events and the bandit section read the logs: GROUP BY arm (and day) over
 two narrow tables, `assignments` for the denominators and `decision_outcomes` for the
 numerators. A decision without outcomes contributes zero to every sum.
 """
@@ -270,8 +270,9 @@ def report_input(session: Session, experiment: Experiment, spec: ExperimentSpec)
     """The report's sufficient statistics: from the rollups for the whole experiment, else from the logs."""
     eid = experiment.id
     whole = _whole_experiment()
-    if session.get_bind().dialect.name == "postgresql" and (not whole or spec.custom_events or spec.covariate):
-        # Distinct-subject counts and per-subject sums sort in memory instead of spilling to disk.
+    if session.get_bind().dialect.name == "postgresql":
+        # What still reads the logs (a segment or window, CUPED, LTV, custom events, the bandit section)
+        # counts distinct subjects and sums per subject: sorted in memory instead of spilling to disk.
         session.execute(text("SET LOCAL work_mem = '64MB'"))
     if whole:
         clusters = rollups.cluster_sums(session, eid)
